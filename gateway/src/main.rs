@@ -1,0 +1,161 @@
+//! The `mcpgw` command: wiring only; the work is in the library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mcpgw::policy::{self, Limits, PolicyEngine, host::wit_types};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "mcpgw", version, about = "A gateway for the Model Context Protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with policy modules offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a module as the gateway would load it: component, world, imports, settings, trial call.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Settings (TOML); default: `NAME.toml` beside the module if present.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+    /// Evaluate one question with a module and print its decision and the fuel (instructions) used.
+    Run {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The question as JSON: {"server","tool","workspace","member","grants","arguments"};
+        /// without "arguments" it is a listing question.
+        #[arg(long)]
+        call: String,
+        /// A tool result (JSON) to inspect instead of deciding the call.
+        #[arg(long)]
+        result: Option<String>,
+        /// Settings (TOML); default: `NAME.toml` beside the module if present.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MCPGW_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Policy(PolicyCommand::Check { file, settings }) => policy_check(&file, settings.as_deref()),
+        Command::Policy(PolicyCommand::Run { file, call, result, settings }) => {
+            policy_run(&file, &call, result.as_deref(), settings.as_deref())
+        }
+    }
+}
+
+fn load_inputs(file: &Path, settings: Option<&Path>) -> Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+    let settings_path = settings.map(Path::to_path_buf).unwrap_or_else(|| file.with_extension("toml"));
+    if settings.is_some() && !settings_path.exists() {
+        bail!("settings file {} not found", settings_path.display());
+    }
+    let settings = policy::reload::read_settings(&settings_path)?;
+    Ok((bytes, settings))
+}
+
+fn policy_check(file: &Path, settings: Option<&Path>) -> Result<ExitCode> {
+    let (bytes, settings) = load_inputs(file, settings)?;
+    let engine = PolicyEngine::new(Limits::default(), None)?;
+    let name = file.display();
+    match engine.load(&name.to_string(), &bytes, &settings) {
+        Ok(m) => {
+            let p = m.phases();
+            let phases: Vec<&str> = [(p.list, "list"), (p.call, "call"), (p.result, "result")]
+                .into_iter()
+                .filter_map(|(on, n)| on.then_some(n))
+                .collect();
+            println!("ok: {name}: module {} (phases: {}), sha256 {}", m.name(), phases.join(", "), m.digest());
+            if !m.stubbed_imports().is_empty() {
+                println!("   WASI imports answered with traps: {}", m.stubbed_imports().join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("rejected: {name}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallInput {
+    server: String,
+    tool: String,
+    #[serde(default = "default_workspace")]
+    workspace: String,
+    #[serde(default)]
+    member: Option<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    arguments: Option<serde_json::Value>,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+fn default_workspace() -> String {
+    "default".into()
+}
+
+fn policy_run(file: &Path, call: &str, result: Option<&str>, settings: Option<&Path>) -> Result<ExitCode> {
+    let (bytes, settings) = load_inputs(file, settings)?;
+    let input: CallInput = serde_json::from_str(call).context("--call is not a valid question")?;
+    let engine = PolicyEngine::with_fuel(Limits::default())?;
+    let module = engine
+        .load(&file.display().to_string(), &bytes, &settings)
+        .with_context(|| format!("{} rejected", file.display()))?;
+    let call = wit_types::ToolCall {
+        request_id: input.request_id.unwrap_or_else(|| "cli".into()),
+        principal: wit_types::Principal { workspace: input.workspace, member: input.member, grants: input.grants },
+        server: input.server,
+        tool: input.tool,
+        arguments: input.arguments.map(|a| a.to_string()),
+    };
+    let answer = match result {
+        Some(r) => {
+            let r: serde_json::Value = serde_json::from_str(r).context("--result is not JSON")?;
+            module.inspect_result(&call, &r.to_string())
+        }
+        None => module.decide(&call),
+    };
+    let mut out = match &answer.result {
+        Ok(wit_types::Decision::Allow) => serde_json::json!({"decision": "allow"}),
+        Ok(wit_types::Decision::Abstain) => serde_json::json!({"decision": "abstain"}),
+        Ok(wit_types::Decision::Deny(d)) => serde_json::json!({"decision": "deny", "code": d.code, "reason": d.reason}),
+        Err(f) => serde_json::json!({"decision": "deny", "code": f.code(), "reason": f.describe(), "fault": true}),
+    };
+    out["module"] = module.name().into();
+    out["fuel"] = answer.fuel.into();
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
+}

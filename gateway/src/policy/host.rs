@@ -1,0 +1,648 @@
+//! The wasmtime side: one [`PolicyEngine`] per process compiles components once per (re)load, keeps
+//! a typed pre-instance per module, and evaluates each question in a store bounded by an epoch
+//! deadline and a memory cap. Modules get the `mcpgw:policy/host` import and nothing else.
+
+use super::{Denial, Error, Phases};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+    });
+}
+
+pub(crate) use bindings::mcpgw::policy::types as wit;
+/// The WIT types (`tool-call`, `decision`, ...) as the host sees them.
+pub use bindings::mcpgw::policy::types as wit_types;
+use bindings::{Policy as PolicyBindings, PolicyPre};
+
+/// How often the ticker thread advances the engine's epoch; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Largest module file accepted; a policy that needs more is not a policy.
+pub const MAX_MODULE_BYTES: usize = 32 * 1024 * 1024;
+/// Longest reason a module may give; longer output is malformed.
+const MAX_REASON_BYTES: usize = 1024;
+/// Log lines a module may emit per evaluation; the rest are dropped (and counted in one warning).
+const LOG_LINES_PER_CALL: u32 = 8;
+/// Budget for `metadata`, `configure` and the trial evaluation at load.
+const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where an instance comes from for each evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceStrategy {
+    /// Reuse configured instances across evaluations (about 1-2 µs a call). A module's own globals
+    /// survive from one call to the next; an instance that traps or times out is thrown away.
+    #[default]
+    Warm,
+    /// A new instance for every evaluation (tens of µs): no state survives a call.
+    Fresh,
+}
+
+/// Bounds on every evaluation.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Wall-clock budget of one module call; past it the call traps and the module denies.
+    pub timeout: Duration,
+    /// Linear memory a module instance may grow to.
+    pub memory_bytes: usize,
+    /// Instance reuse strategy.
+    pub strategy: InstanceStrategy,
+    /// Idle warm instances kept per module; more are created under concurrency and dropped after.
+    pub max_idle_instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_millis(10),
+            memory_bytes: 16 * 1024 * 1024,
+            strategy: InstanceStrategy::Warm,
+            max_idle_instances: 32,
+        }
+    }
+}
+
+/// Per-store host state: the limiter, the module's name for logs, and its log budget.
+pub struct HostState {
+    limits: StoreLimits,
+    module: Arc<str>,
+    log_budget: u32,
+}
+
+impl bindings::mcpgw::policy::host::Host for HostState {
+    fn log(&mut self, level: wit::Level, message: String, fields: Vec<(String, String)>) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        let mut message = message;
+        truncate(&mut message, 512);
+        let mut rendered = String::new();
+        for (k, v) in fields.iter().take(16) {
+            if !rendered.is_empty() {
+                rendered.push(' ');
+            }
+            rendered.push_str(k);
+            rendered.push('=');
+            rendered.push_str(v);
+        }
+        truncate(&mut rendered, 1024);
+        let module = &*self.module;
+        match level {
+            wit::Level::Trace => tracing::trace!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
+            wit::Level::Debug => tracing::debug!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
+            wit::Level::Info => tracing::info!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
+            wit::Level::Warn => tracing::warn!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
+            wit::Level::Error => tracing::error!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
+/// Imports a module may carry that the host satisfies with functions that trap: WASI interfaces a
+/// `wasm32-wasip2` toolchain links in by default (panic printing, environment, clocks). Calling one
+/// traps, so the module denies; none grants anything. Every other import refuses the module at load.
+const STUBBED_IMPORTS: &[&str] = &[
+    "wasi:cli/environment@",
+    "wasi:cli/exit@",
+    "wasi:cli/stdin@",
+    "wasi:cli/stdout@",
+    "wasi:cli/stderr@",
+    "wasi:cli/terminal-input@",
+    "wasi:cli/terminal-output@",
+    "wasi:cli/terminal-stdin@",
+    "wasi:cli/terminal-stdout@",
+    "wasi:cli/terminal-stderr@",
+    "wasi:io/error@",
+    "wasi:io/poll@",
+    "wasi:io/streams@",
+    "wasi:clocks/wall-clock@",
+    "wasi:clocks/monotonic-clock@",
+    "wasi:random/random@",
+    "wasi:random/insecure@",
+    "wasi:random/insecure-seed@",
+];
+const HOST_IMPORT: &str = "mcpgw:policy/host@0.1.";
+const TYPES_IMPORT: &str = "mcpgw:policy/types@0.1.";
+
+/// The compiler and runtime shared by every module of the process.
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    deadline_ticks: u64,
+    cache_dir: Option<PathBuf>,
+    fuel: bool,
+    /// Components compiled in this process, by content digest: reloading a file seen before
+    /// (a rename back, a touch, a duplicate event) costs no compilation.
+    compiled: Mutex<HashMap<String, Component>>,
+}
+
+impl PolicyEngine {
+    /// An engine with the given limits, caching compiled artifacts in `cache_dir` when set.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>, Error> {
+        Self::build(limits, cache_dir, false)
+    }
+
+    /// An engine that also meters fuel (Wasm instructions), for `mcpgw policy run`. Slower.
+    pub fn with_fuel(limits: Limits) -> Result<Arc<Self>, Error> {
+        Self::build(limits, None, true)
+    }
+
+    fn build(limits: Limits, cache_dir: Option<PathBuf>, fuel: bool) -> Result<Arc<Self>, Error> {
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(fuel)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            // A policy never needs a 4 GiB reservation; keep virtual memory per instance small.
+            .memory_reservation(limits.memory_bytes.next_power_of_two() as u64)
+            .memory_guard_size(64 * 1024)
+            .max_wasm_stack(512 * 1024);
+        let engine = wasmtime::Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        PolicyBindings::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e.to_string()))?;
+        }
+        let ticks = limits.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
+        let this = Arc::new(PolicyEngine {
+            engine,
+            linker,
+            deadline_ticks: ticks.max(1) + 1,
+            limits,
+            cache_dir,
+            fuel,
+            compiled: Mutex::new(HashMap::new()),
+        });
+        spawn_epoch_ticker(&this.engine)?;
+        Ok(this)
+    }
+
+    /// The limits every evaluation runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles, type-checks, configures and trial-runs a module. Nothing is live until the caller
+    /// puts the returned module in a chain.
+    pub fn load(&self, source: &str, bytes: &[u8], settings_json: &str) -> Result<Module, Error> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = self.compile(bytes, &digest)?;
+        let stubbed_imports = self.check_imports(&component)?;
+        let mut linker = self.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(PolicyPre::new)
+            .map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+
+        let mut module = Module {
+            name: Arc::from(source),
+            version: String::new(),
+            phases: Phases::default(),
+            source: source.to_owned(),
+            digest,
+            loaded_at: SystemTime::now(),
+            settings: settings_json.to_owned(),
+            stubbed_imports,
+            pre,
+            idle: Mutex::new(Vec::new()),
+            stats: ModuleStats::default(),
+            limits: self.limits.clone(),
+            deadline_ticks: self.deadline_ticks,
+            fuel: self.fuel,
+        };
+        // Metadata and settings: a fresh instance with the load budget.
+        let mut instance = module
+            .instantiate(self.load_ticks())
+            .map_err(|f| Error::Rejected(f.describe()))?;
+        let meta = instance
+            .bindings
+            .call_metadata(&mut instance.store)
+            .map_err(|e| Error::Rejected(classify(&e).describe()))?;
+        validate_metadata(&meta)?;
+        module.name = Arc::from(meta.name.as_str());
+        instance.store.data_mut().module = module.name.clone();
+        module.version = meta.version;
+        module.phases = Phases {
+            list: meta.phases.contains(wit::Phases::LIST),
+            call: meta.phases.contains(wit::Phases::CALL),
+            result: meta.phases.contains(wit::Phases::RESULT),
+        };
+        // Trial evaluation of every phase the module takes part in: it must answer, in time.
+        let trial = trial_call();
+        let mut trial_list = trial.clone();
+        trial_list.arguments = None;
+        instance.store.set_epoch_deadline(self.load_ticks());
+        let r: wasmtime::Result<Vec<wit::Decision>> = (|| {
+            let mut out = Vec::new();
+            if module.phases.list {
+                out.push(instance.bindings.call_decide(&mut instance.store, &trial_list)?);
+            }
+            if module.phases.call {
+                out.push(instance.bindings.call_decide(&mut instance.store, &trial)?);
+            }
+            if module.phases.result {
+                out.push(instance.bindings.call_inspect_result(&mut instance.store, &trial, r#"{"content":[]}"#)?);
+            }
+            Ok(out)
+        })();
+        let decisions = r.map_err(|e| Error::Rejected(format!("trial evaluation failed: {}", classify(&e).describe())))?;
+        for d in decisions {
+            check_output(&d).map_err(|why| Error::Rejected(format!("trial evaluation: {why}")))?;
+        }
+        Ok(module)
+    }
+
+    fn load_ticks(&self) -> u64 {
+        LOAD_TIMEOUT.as_millis() as u64
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, Error> {
+        check_binary(bytes)?;
+        if let Some(c) = lock(&self.compiled).get(digest) {
+            return Ok(c.clone());
+        }
+        let cached = self.cache_path(digest);
+        if let Some(path) = &cached {
+            if path.exists() {
+                // SAFETY: the file was written by `Component::serialize` of an engine with the same
+                // compatibility hash (it is in the file name), into a cache directory owned by the
+                // gateway. Deserialize also checks the engine and version headers; on any error we
+                // recompile from the original bytes and overwrite it.
+                match unsafe { Component::deserialize_file(&self.engine, path) } {
+                    Ok(c) => {
+                        lock(&self.compiled).insert(digest.to_owned(), c.clone());
+                        return Ok(c);
+                    }
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled-module cache entry"),
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
+        if let Some(path) = &cached {
+            if let Err(e) = component.serialize().map_err(|e| e.to_string()).and_then(|b| write_atomic(path, &b)) {
+                tracing::warn!(path = %path.display(), error = %e, "could not write compiled-module cache entry");
+            }
+        }
+        let mut compiled = lock(&self.compiled);
+        if compiled.len() >= 64 {
+            compiled.clear();
+        }
+        compiled.insert(digest.to_owned(), component.clone());
+        Ok(component)
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// Refuses any import but the host interface and the trap-stubbed WASI list; returns the
+    /// stubbed ones.
+    fn check_imports(&self, component: &Component) -> Result<Vec<String>, Error> {
+        let ty = component.component_type();
+        let mut stubbed = Vec::new();
+        for (name, item) in ty.imports(&self.engine) {
+            if name.starts_with(HOST_IMPORT) || name.starts_with(TYPES_IMPORT) {
+                continue;
+            }
+            let stub = STUBBED_IMPORTS.iter().any(|p| name.starts_with(p));
+            if !stub || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                return Err(Error::ForbiddenImport(name.to_owned()));
+            }
+            stubbed.push(name.to_owned());
+        }
+        Ok(stubbed)
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+fn spawn_epoch_ticker(engine: &Engine) -> Result<(), Error> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("mcpgw-policy-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Engine(format!("cannot start epoch ticker: {e}")))
+}
+
+/// Refuses what is not a binary component before wasmtime sees it, with a reason a person can act on.
+fn check_binary(bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() > MAX_MODULE_BYTES {
+        return Err(Error::NotAComponent(format!("{} bytes, over the {MAX_MODULE_BYTES}-byte limit", bytes.len())));
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        let text = bytes.iter().take(64).find(|b| !b.is_ascii_whitespace()).copied();
+        return Err(Error::NotAComponent(if text == Some(b'(') {
+            "WAT text; only compiled components are loaded".to_owned()
+        } else {
+            "not a WebAssembly binary".to_owned()
+        }));
+    }
+    // Bytes 4..8: version and layer. Core modules are layer 0, components layer 1.
+    if bytes[6..8] != [1, 0] {
+        return Err(Error::NotAComponent(
+            "a core Wasm module, not a component (build with --target wasm32-wasip2)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_metadata(meta: &wit::Metadata) -> Result<(), Error> {
+    let ok_name = !meta.name.is_empty()
+        && meta.name.len() <= 64
+        && meta.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok_name {
+        return Err(Error::Rejected("metadata: name must be 1-64 of [A-Za-z0-9._-]".into()));
+    }
+    if meta.version.len() > 64 {
+        return Err(Error::Rejected("metadata: version longer than 64 bytes".into()));
+    }
+    if meta.phases == wit::Phases::empty() {
+        return Err(Error::Rejected("metadata: the module takes part in no phase".into()));
+    }
+    Ok(())
+}
+
+fn trial_call() -> wit::ToolCall {
+    wit::ToolCall {
+        request_id: "mcpgw-trial".into(),
+        principal: wit::Principal {
+            workspace: "mcpgw-trial".into(),
+            member: Some("mcpgw-trial".into()),
+            grants: vec!["trial:*".into()],
+        },
+        server: "trial".into(),
+        tool: "trial".into(),
+        arguments: Some("{}".into()),
+    }
+}
+
+/// Checks a module's output; returns why it is malformed.
+fn check_output(d: &wit::Decision) -> Result<(), String> {
+    if let wit::Decision::Deny(denial) = d {
+        let code_ok = !denial.code.is_empty()
+            && denial.code.len() <= 64
+            && denial.code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !code_ok {
+            return Err("deny code must be 1-64 of [a-z0-9-]".into());
+        }
+        if denial.reason.len() > MAX_REASON_BYTES {
+            return Err(format!("deny reason over {MAX_REASON_BYTES} bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Why a module could not give a usable answer. Every fault denies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// It ran past its deadline (or fuel).
+    Timeout,
+    /// It trapped: panic, unreachable, out of memory, stack overflow, a stubbed import.
+    Trap(String),
+    /// It answered something the contract forbids.
+    InvalidOutput(String),
+}
+
+impl Fault {
+    /// The machine code put in the denial.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Fault::Timeout => "policy-timeout",
+            Fault::Trap(_) => "policy-trap",
+            Fault::InvalidOutput(_) => "policy-invalid-output",
+        }
+    }
+
+    /// A one-line description for logs and status.
+    pub fn describe(&self) -> String {
+        match self {
+            Fault::Timeout => "deadline exceeded".to_owned(),
+            Fault::Trap(m) => format!("trapped: {m}"),
+            Fault::InvalidOutput(m) => format!("malformed output: {m}"),
+        }
+    }
+}
+
+fn classify(e: &wasmtime::Error) -> Fault {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) | Some(Trap::OutOfFuel) => Fault::Timeout,
+        _ => {
+            let mut m = format!("{e:#}");
+            truncate(&mut m, 300);
+            Fault::Trap(m)
+        }
+    }
+}
+
+/// Decision, deny and error counters of one module, and its last error.
+#[derive(Default)]
+pub struct ModuleStats {
+    /// Evaluations answered (any verdict, faults included).
+    pub decisions: AtomicU64,
+    /// Denials, faults included.
+    pub denies: AtomicU64,
+    /// Faults: traps, timeouts, malformed output.
+    pub errors: AtomicU64,
+    /// The last fault or failed reload of this module.
+    pub last_error: Mutex<Option<String>>,
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: PolicyBindings,
+}
+
+/// A loaded, configured module: the compiled pre-instance plus its idle warm instances.
+pub struct Module {
+    pub(crate) name: Arc<str>,
+    pub(crate) version: String,
+    pub(crate) phases: Phases,
+    pub(crate) source: String,
+    pub(crate) digest: String,
+    pub(crate) loaded_at: SystemTime,
+    pub(crate) settings: String,
+    stubbed_imports: Vec<String>,
+    pre: PolicyPre<HostState>,
+    idle: Mutex<Vec<Instance>>,
+    pub(crate) stats: ModuleStats,
+    limits: Limits,
+    deadline_ticks: u64,
+    fuel: bool,
+}
+
+/// What one module answered, and the fuel it used when metered.
+pub struct Answer {
+    /// The verdict, or why there is none.
+    pub result: Result<wit::Decision, Fault>,
+    /// Instructions consumed, on a fuel-metering engine.
+    pub fuel: Option<u64>,
+}
+
+impl Module {
+    /// The module's name, from its metadata.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Hex SHA-256 of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+    /// The phases the module takes part in.
+    pub fn phases(&self) -> Phases {
+        self.phases
+    }
+    /// WASI imports the module carries that the host satisfies with traps.
+    pub fn stubbed_imports(&self) -> &[String] {
+        &self.stubbed_imports
+    }
+
+    fn instantiate(&self, ticks: u64) -> Result<Instance, Fault> {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .table_elements(64 * 1024)
+                .trap_on_grow_failure(true)
+                .build(),
+            module: self.name.clone(),
+            log_budget: LOG_LINES_PER_CALL,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(ticks);
+        if self.fuel {
+            store.set_fuel(u64::MAX / 2).map_err(|e| Fault::Trap(e.to_string()))?;
+        }
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&e))?;
+        match bindings.call_configure(&mut store, &self.settings) {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Err(why)) => Err(Fault::Trap(format!("settings refused: {why}"))),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    /// Runs `f` on an instance under the deadline; a faulted instance is dropped, a healthy warm one
+    /// goes back to the idle list.
+    fn evaluate(&self, f: impl FnOnce(&mut Store<HostState>, &PolicyBindings) -> wasmtime::Result<wit::Decision>) -> Answer {
+        let warm = self.limits.strategy == InstanceStrategy::Warm;
+        let reused = if warm { lock(&self.idle).pop() } else { None };
+        let mut instance = match reused {
+            Some(i) => i,
+            None => match self.instantiate(self.deadline_ticks) {
+                Ok(i) => i,
+                Err(fault) => return self.count(Answer { result: Err(fault), fuel: None }),
+            },
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks);
+        instance.store.data_mut().log_budget = LOG_LINES_PER_CALL;
+        let before = if self.fuel { instance.store.get_fuel().ok() } else { None };
+        let result = f(&mut instance.store, &instance.bindings).map_err(|e| classify(&e));
+        let fuel = before.and_then(|b| Some(b - instance.store.get_fuel().ok()?));
+        let result = result.and_then(|d| check_output(&d).map(|()| d).map_err(Fault::InvalidOutput));
+        if warm && result.is_ok() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < self.limits.max_idle_instances {
+                idle.push(instance);
+            }
+        }
+        self.count(Answer { result, fuel })
+    }
+
+    fn count(&self, answer: Answer) -> Answer {
+        self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        match &answer.result {
+            Ok(wit::Decision::Deny(_)) => {
+                self.stats.denies.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(fault) => {
+                self.stats.denies.fetch_add(1, Ordering::Relaxed);
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let line = fault.describe();
+                tracing::warn!(module = %self.name, digest = %self.digest, error = %line, "policy module fault; denying");
+                *lock(&self.stats.last_error) = Some(line);
+            }
+        }
+        answer
+    }
+
+    /// `decide` for a listing (`arguments: None`) or a call.
+    pub fn decide(&self, call: &wit::ToolCall) -> Answer {
+        self.evaluate(|store, b| b.call_decide(store, call))
+    }
+
+    /// `inspect-result` on a tool result's JSON text.
+    pub fn inspect_result(&self, call: &wit::ToolCall, result: &str) -> Answer {
+        self.evaluate(|store, b| b.call_inspect_result(store, call, result))
+    }
+
+    /// Turns an answer into a denial attributed to this module, if it is one.
+    pub(crate) fn denial(&self, answer: &Result<wit::Decision, Fault>) -> Option<Denial> {
+        let (code, reason, fault) = match answer {
+            Ok(wit::Decision::Deny(d)) => (d.code.clone(), d.reason.clone(), false),
+            Ok(_) => return None,
+            Err(f) => (
+                f.code().to_owned(),
+                format!("policy module {} failed ({}); denied", self.name, f.describe()),
+                true,
+            ),
+        };
+        Some(Denial {
+            module: self.name.to_string(),
+            digest: self.digest.clone(),
+            code,
+            reason,
+            fault,
+        })
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,298 @@
+//! Policy: every decision about a `tools/call`, and about which tools a member may see in
+//! `tools/list`, is made by a chain of WebAssembly components implementing `wit/policy.wit`.
+//!
+//! - [`host`]: the wasmtime engine, module loading (compile, type-check, configure, trial), and
+//!   bounded evaluation (epoch deadline, memory cap, no capabilities).
+//! - [`PolicyChain`]: the built-in allowlist first, then the directory's modules in file-name order.
+//!   First deny wins; a fault denies; all abstain denies.
+//! - [`reload`]: scanning the policy directory and watching it; the chain is swapped atomically, so
+//!   calls in flight finish on the chain they started with.
+//!
+//! See `docs/architecture.md` for the lifecycle.
+
+pub mod host;
+pub mod reload;
+
+pub use host::{Fault, InstanceStrategy, Limits, Module, PolicyEngine};
+pub use reload::{PolicyConfig, PolicySet, Rejected};
+
+use host::wit;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The built-in allowlist component, built from `plugins/allowlist` by `build.rs`.
+pub static BUILTIN_ALLOWLIST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/allowlist.wasm"));
+/// The secrets-guard component, built from `plugins/secrets-guard` by `build.rs`; shipped for `mcpgw dev`.
+pub static SECRETS_GUARD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/secrets_guard.wasm"));
+
+/// Errors of loading or reloading policy modules.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The wasmtime engine could not be set up.
+    #[error("policy engine: {0}")]
+    Engine(String),
+    /// A file could not be read or written.
+    #[error("{0}: {1}")]
+    Io(String, String),
+    /// The bytes are not a binary WebAssembly component.
+    #[error("not a component: {0}")]
+    NotAComponent(String),
+    /// wasmtime refused to compile the component.
+    #[error("compile failed: {0}")]
+    Compile(String),
+    /// The component imports something the host does not grant.
+    #[error("imports {0}, which the policy host does not grant (modules get no filesystem, network or environment)")]
+    ForbiddenImport(String),
+    /// The component does not implement the `mcpgw:policy/policy` world.
+    #[error("does not implement mcpgw:policy/policy@0.1.0: {0}")]
+    WrongWorld(String),
+    /// The settings file is not valid TOML.
+    #[error("settings: {0}")]
+    Settings(String),
+    /// The module refused its settings, failed its metadata or its trial evaluation.
+    #[error("{0}")]
+    Rejected(String),
+    /// The policy directory cannot be watched.
+    #[error("watch {0}: {1}")]
+    Watch(String, String),
+}
+
+/// The phases a module takes part in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Phases {
+    /// `tools/list` visibility.
+    pub list: bool,
+    /// `tools/call` before forwarding.
+    pub call: bool,
+    /// Tool results before they reach the client.
+    pub result: bool,
+}
+
+/// Who is asking: resolved from the bearer token by the identity layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Principal {
+    /// Workspace of the token.
+    pub workspace: String,
+    /// Member id; `None` for the workspace token.
+    pub member: Option<String>,
+    /// The member's grants (`server:tool` patterns).
+    pub grants: Vec<String>,
+}
+
+/// One question for the chain.
+#[derive(Clone, Copy, Debug)]
+pub struct Question<'a> {
+    /// Gateway request id.
+    pub request_id: &'a str,
+    /// Who asks.
+    pub principal: &'a Principal,
+    /// Upstream server name.
+    pub server: &'a str,
+    /// Tool name.
+    pub tool: &'a str,
+    /// Call arguments (JSON text); `None` for a listing question.
+    pub arguments: Option<&'a str>,
+}
+
+impl Question<'_> {
+    fn to_wit(self) -> wit::ToolCall {
+        wit::ToolCall {
+            request_id: self.request_id.to_owned(),
+            principal: wit::Principal {
+                workspace: self.principal.workspace.clone(),
+                member: self.principal.member.clone(),
+                grants: self.principal.grants.clone(),
+            },
+            server: self.server.to_owned(),
+            tool: self.tool.to_owned(),
+            arguments: self.arguments.map(str::to_owned),
+        }
+    }
+}
+
+/// A refusal, attributed to the module that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Denial {
+    /// Name of the deciding module (`chain` when every module abstained).
+    pub module: String,
+    /// Hex SHA-256 of the deciding module (empty for `chain`).
+    pub digest: String,
+    /// Machine code: the module's own, or `policy-timeout` / `policy-trap` / `policy-invalid-output`
+    /// when the module failed, or `no-module-allowed`.
+    pub code: String,
+    /// Human reason.
+    pub reason: String,
+    /// True when the module failed rather than decided.
+    pub fault: bool,
+}
+
+/// What the chain concluded, before enforcement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// At least one module allowed and none denied (for results: none denied).
+    Allow,
+    /// Refused.
+    Deny(Denial),
+}
+
+/// What happens to the request, after the workspace's enforcement switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Proceed.
+    Allowed,
+    /// Refused.
+    Denied(Denial),
+    /// The chain refused but enforcement is off: proceed, and record the would-deny.
+    WouldDeny(Denial),
+}
+
+impl Outcome {
+    /// Applies the enforcement switch to a verdict.
+    pub fn enforce(verdict: Verdict, enforced: bool) -> Outcome {
+        match verdict {
+            Verdict::Allow => Outcome::Allowed,
+            Verdict::Deny(d) if enforced => Outcome::Denied(d),
+            Verdict::Deny(d) => Outcome::WouldDeny(d),
+        }
+    }
+
+    /// True when the request may go on.
+    pub fn proceeds(&self) -> bool {
+        !matches!(self, Outcome::Denied(_))
+    }
+}
+
+/// The live, immutable chain of modules. Swapped whole on reload.
+pub struct PolicyChain {
+    modules: Vec<Arc<Module>>,
+    rejected: Vec<Rejected>,
+}
+
+impl PolicyChain {
+    /// A chain of these modules, in order.
+    pub fn new(modules: Vec<Arc<Module>>, rejected: Vec<Rejected>) -> Self {
+        PolicyChain { modules, rejected }
+    }
+
+    /// The modules, in evaluation order.
+    pub fn modules(&self) -> &[Arc<Module>] {
+        &self.modules
+    }
+
+    /// Files that failed their last load and have no earlier good version in the chain.
+    pub fn rejected(&self) -> &[Rejected] {
+        &self.rejected
+    }
+
+    /// True when some module wants to inspect tool results (so the proxy must buffer them).
+    pub fn inspects_results(&self) -> bool {
+        self.modules.iter().any(|m| m.phases.result)
+    }
+
+    /// Decides a listing (`arguments: None`) or a call: the first deny or fault wins; otherwise
+    /// allow if any module allowed; all abstaining denies.
+    pub fn decide(&self, q: &Question<'_>) -> Verdict {
+        let listing = q.arguments.is_none();
+        let call = q.to_wit();
+        let mut allowed = false;
+        for m in &self.modules {
+            if !(if listing { m.phases.list } else { m.phases.call }) {
+                continue;
+            }
+            let answer = m.decide(&call).result;
+            if let Some(denial) = m.denial(&answer) {
+                return Verdict::Deny(denial);
+            }
+            allowed |= matches!(answer, Ok(wit::Decision::Allow));
+        }
+        if allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny(Denial {
+                module: "chain".into(),
+                digest: String::new(),
+                code: "no-module-allowed".into(),
+                reason: format!("no policy module allows {}:{}", q.server, q.tool),
+                fault: false,
+            })
+        }
+    }
+
+    /// Runs the result phase: the first deny or fault blocks the result; otherwise it passes.
+    pub fn inspect_result(&self, q: &Question<'_>, result_json: &str) -> Verdict {
+        let call = q.to_wit();
+        for m in self.modules.iter().filter(|m| m.phases.result) {
+            let answer = m.inspect_result(&call, result_json).result;
+            if let Some(denial) = m.denial(&answer) {
+                return Verdict::Deny(denial);
+            }
+        }
+        Verdict::Allow
+    }
+}
+
+/// The observable state of one module, for `status()` and the admin API.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModuleStatus {
+    /// Name from the module's metadata.
+    pub name: String,
+    /// Version from the module's metadata.
+    pub version: String,
+    /// `built-in` or the file name in the policy directory.
+    pub source: String,
+    /// Hex SHA-256 of the component.
+    pub digest: String,
+    /// Phases it takes part in.
+    pub phases: Phases,
+    /// When this version went live, in Unix milliseconds.
+    pub loaded_at_ms: u64,
+    /// Evaluations answered.
+    pub decisions: u64,
+    /// Denials, faults included.
+    pub denies: u64,
+    /// Faults.
+    pub errors: u64,
+    /// Last fault, or last failed reload of its file (the previous version kept serving).
+    pub last_error: Option<String>,
+}
+
+impl ModuleStatus {
+    fn of(m: &Module) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        ModuleStatus {
+            name: m.name.to_string(),
+            version: m.version.clone(),
+            source: m.source.clone(),
+            digest: m.digest.clone(),
+            phases: m.phases,
+            loaded_at_ms: m
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            decisions: m.stats.decisions.load(Relaxed),
+            denies: m.stats.denies.load(Relaxed),
+            errors: m.stats.errors.load(Relaxed),
+            last_error: host::lock(&m.stats.last_error).clone(),
+        }
+    }
+}
+
+/// The chain's state: live modules in order, and files rejected with no good version live.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Live modules in evaluation order.
+    pub modules: Vec<ModuleStatus>,
+    /// Files refused at their last load that have no earlier good version live.
+    pub rejected: Vec<Rejected>,
+}
+
+impl PolicyChain {
+    /// Snapshot of every module's counters.
+    pub fn status(&self) -> Status {
+        Status {
+            modules: self.modules.iter().map(|m| ModuleStatus::of(m)).collect(),
+            rejected: self.rejected.clone(),
+        }
+    }
+}

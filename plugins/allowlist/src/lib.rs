@@ -1,0 +1,157 @@
+//! The built-in policy: a member may see and call a tool iff one of their grants matches it.
+//!
+//! Grants are `server:tool` patterns; `*` matches any run of characters on either side (`db:*`,
+//! `*:search`, `ci:deploy`, `ci:deploy-*`). No grants, nothing. The workspace token is system access
+//! (every tool) unless the settings say `workspace_token = "grants"`.
+use policy_sdk::{Decision, Phases, Policy, Settings, ToolCall};
+use serde::Deserialize;
+
+/// Operator settings (`allowlist.toml`, or `[policy.allowlist]` in the gateway config).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowlistSettings {
+    /// What the workspace token may use: every tool (`all`, the default) or only what its grants say.
+    pub workspace_token: WorkspaceToken,
+}
+
+/// Reach of the workspace token.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkspaceToken {
+    /// System access: every tool of every server.
+    #[default]
+    All,
+    /// Only what the grants handed to the policy say, like a member.
+    Grants,
+}
+
+impl Settings for AllowlistSettings {}
+
+/// The allowlist rule.
+pub struct Allowlist;
+
+impl Policy for Allowlist {
+    type Settings = AllowlistSettings;
+    const PHASES: Phases = Phases::LIST.union(Phases::CALL);
+
+    fn list(call: &ToolCall, settings: &AllowlistSettings) -> Decision {
+        decide(call, settings)
+    }
+
+    fn call(call: &ToolCall, settings: &AllowlistSettings) -> Decision {
+        decide(call, settings)
+    }
+}
+
+fn decide(call: &ToolCall, settings: &AllowlistSettings) -> Decision {
+    if call.is_workspace_token() && settings.workspace_token == WorkspaceToken::All {
+        return Decision::allow();
+    }
+    if call.grants.iter().any(|g| grant_matches(g, &call.server, &call.tool)) {
+        Decision::allow()
+    } else {
+        Decision::deny(
+            "not-granted",
+            format!("no grant matches {}:{}", call.server, call.tool),
+        )
+    }
+}
+
+/// True when `grant` (`server:tool`, `*` globs on either side) covers `server`'s `tool`.
+/// A grant without `:` covers nothing.
+pub fn grant_matches(grant: &str, server: &str, tool: &str) -> bool {
+    match grant.split_once(':') {
+        Some((s, t)) => glob(s.as_bytes(), server.as_bytes()) && glob(t.as_bytes(), tool.as_bytes()),
+        None => false,
+    }
+}
+
+/// `*` matches any run of bytes (including none); every other byte matches itself.
+/// Linear-time backtracking over the last star, so hostile patterns cannot blow up.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+policy_sdk::export_policy!(Allowlist);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_sdk::parse_settings;
+
+    #[test]
+    fn pattern_table() {
+        let table: &[(&str, &str, &str, bool)] = &[
+            ("db:*", "db", "query", true),
+            ("db:*", "db", "", true),
+            ("db:*", "dbx", "query", false),
+            ("*:search", "web", "search", true),
+            ("*:search", "web", "search2", false),
+            ("ci:deploy", "ci", "deploy", true),
+            ("ci:deploy", "ci", "deploy-prod", false),
+            ("ci:deploy", "cd", "deploy", false),
+            ("ci:deploy-*", "ci", "deploy-prod", true),
+            ("ci:*-prod", "ci", "deploy-prod", true),
+            ("ci:*-prod", "ci", "deploy-staging", false),
+            ("*:*", "any", "thing", true),
+            ("*", "any", "thing", false),
+            ("db", "db", "query", false),
+            ("", "db", "query", false),
+            ("db:", "db", "query", false),
+            ("db:q*y", "db", "query", true),
+            ("db:q*y", "db", "queryx", false),
+            ("DB:query", "db", "query", false),
+            ("db:a*a*a*a*b", "db", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
+        ];
+        for &(grant, server, tool, want) in table {
+            assert_eq!(grant_matches(grant, server, tool), want, "{grant} vs {server}:{tool}");
+        }
+    }
+
+    fn member(grants: &[&str]) -> ToolCall {
+        ToolCall::new("db", "query").with_member("alice").with_grants(grants.iter().copied())
+    }
+
+    #[test]
+    fn member_needs_a_matching_grant() {
+        let s = AllowlistSettings::default();
+        assert_eq!(Allowlist::list(&member(&["db:*"]), &s), Decision::allow());
+        assert!(Allowlist::list(&member(&["ci:*"]), &s).is_deny());
+        assert!(Allowlist::list(&member(&[]), &s).is_deny());
+        let call = member(&["db:query"]).with_arguments(serde_json::json!({"sql": "select 1"}));
+        assert_eq!(Allowlist::call(&call, &s), Decision::allow());
+    }
+
+    #[test]
+    fn workspace_token_is_system_access_unless_settings_say_grants() {
+        let all = parse_settings::<AllowlistSettings>("{}").unwrap();
+        let grants = parse_settings::<AllowlistSettings>(r#"{"workspace_token":"grants"}"#).unwrap();
+        let system = ToolCall::new("ci", "deploy");
+        assert_eq!(Allowlist::call(&system, &all), Decision::allow());
+        assert!(Allowlist::call(&system, &grants).is_deny());
+        assert_eq!(Allowlist::call(&system.with_grants(["ci:*"]), &grants), Decision::allow());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(parse_settings::<AllowlistSettings>(r#"{"workspace_token":"some"}"#).is_err());
+        assert!(parse_settings::<AllowlistSettings>(r#"{"typo":1}"#).is_err());
+    }
+}
