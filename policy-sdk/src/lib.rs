@@ -48,6 +48,7 @@ pub mod bindings {
 }
 
 pub mod log;
+pub mod pattern;
 #[doc(hidden)]
 pub mod rt;
 

@@ -3,7 +3,7 @@
 //! Grants are `server:tool` patterns; `*` matches any run of characters on either side (`db:*`,
 //! `*:search`, `ci:deploy`, `ci:deploy-*`). No grants, nothing. The workspace token is system access
 //! (every tool) unless the settings say `workspace_token = "grants"`.
-use policy_sdk::{Decision, Phases, Policy, Settings, ToolCall};
+use policy_sdk::{Decision, Phases, Policy, Settings, ToolCall, pattern::grant_matches};
 use serde::Deserialize;
 
 /// Operator settings (`allowlist.toml`, or `[policy.allowlist]` in the gateway config).
@@ -57,38 +57,6 @@ fn decide(call: &ToolCall, settings: &AllowlistSettings) -> Decision {
     }
 }
 
-/// True when `grant` (`server:tool`, `*` globs on either side) covers `server`'s `tool`.
-/// A grant without `:` covers nothing.
-pub fn grant_matches(grant: &str, server: &str, tool: &str) -> bool {
-    match grant.split_once(':') {
-        Some((s, t)) => glob(s.as_bytes(), server.as_bytes()) && glob(t.as_bytes(), tool.as_bytes()),
-        None => false,
-    }
-}
-
-/// `*` matches any run of bytes (including none); every other byte matches itself.
-/// Linear-time backtracking over the last star, so hostile patterns cannot blow up.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
 policy_sdk::export_policy!(Allowlist);
 
 #[cfg(test)]
@@ -97,7 +65,7 @@ mod tests {
     use policy_sdk::parse_settings;
 
     #[test]
-    fn pattern_table() {
+    fn grant_pattern_table() {
         let table: &[(&str, &str, &str, bool)] = &[
             ("db:*", "db", "query", true),
             ("db:*", "db", "", true),

@@ -1,1 +1,279 @@
+//! secrets-guard: denies a `tools/call` whose arguments carry a credential (AWS access keys,
+//! private-key blocks, GitHub, Slack and OpenAI-style tokens, JWTs). The reason names the kind of
+//! secret and where it is in the arguments, never the secret itself, so the model can drop it and
+//! retry. Settings: `tools`, the `server:tool` patterns it applies to (default: every tool).
+use policy_sdk::{Decision, Phases, Policy, Settings, ToolCall, pattern};
+use serde::Deserialize;
+use serde_json::Value;
 
+/// Operator settings (`secrets-guard.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSettings {
+    /// `server:tool` patterns the guard applies to.
+    pub tools: Vec<String>,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings { tools: vec!["*:*".into()] }
+    }
+}
+
+impl Settings for GuardSettings {
+    fn validate(&self) -> Result<(), String> {
+        self.tools.iter().try_for_each(|p| pattern::validate(p))
+    }
+}
+
+/// The rule.
+pub struct SecretsGuard;
+
+impl Policy for SecretsGuard {
+    type Settings = GuardSettings;
+    const PHASES: Phases = Phases::CALL;
+
+    fn call(call: &ToolCall, settings: &GuardSettings) -> Decision {
+        if !pattern::any_matches(&settings.tools, &call.server, &call.tool) {
+            return Decision::abstain();
+        }
+        let args: Value = match call.arguments_as() {
+            Some(Ok(v)) => v,
+            // Not JSON: scan the text as it is.
+            _ => Value::String(call.arguments.clone().unwrap_or_default()),
+        };
+        match find_in_value(&args, &mut String::from("arguments")) {
+            Some((kind, path)) => Decision::deny(
+                "secret-in-arguments",
+                format!("{path} carries {kind}; remove the credential and call again"),
+            ),
+            None => Decision::abstain(),
+        }
+    }
+}
+
+/// The first secret in `v` (object keys and string values, depth-first), with its JSON path.
+fn find_in_value(v: &Value, path: &mut String) -> Option<(&'static str, String)> {
+    match v {
+        Value::String(s) => find_secret(s).map(|k| (k, path.clone())),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = find_in_value(item, path);
+            path.truncate(len);
+            found
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if let Some(kind) = find_secret(k) {
+                return Some((kind, format!("a key of {path}")));
+            }
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            let found = find_in_value(item, path);
+            path.truncate(len);
+            found
+        }),
+        _ => None,
+    }
+}
+
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+fn is_upper_digit(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit()
+}
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+fn is_b64url(b: u8) -> bool {
+    is_token(b)
+}
+
+/// A token shape: one of `prefixes`, then a run of `charset` whose length is in `min..=max`,
+/// not glued to token characters on the left.
+struct Shape {
+    kind: &'static str,
+    prefixes: &'static [&'static str],
+    charset: fn(u8) -> bool,
+    min: usize,
+    max: usize,
+}
+
+const SHAPES: &[Shape] = &[
+    Shape { kind: "an AWS access key id", prefixes: &["AKIA", "ASIA", "ABIA", "ACCA"], charset: is_upper_digit, min: 16, max: 16 },
+    Shape { kind: "a GitHub token", prefixes: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"], charset: is_alnum, min: 36, max: 255 },
+    Shape { kind: "a GitHub token", prefixes: &["github_pat_"], charset: is_token, min: 22, max: 255 },
+    Shape { kind: "a Slack token", prefixes: &["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-"], charset: is_token, min: 10, max: 255 },
+    Shape { kind: "a Slack webhook URL", prefixes: &["hooks.slack.com/services/"], charset: |b| is_alnum(b) || b == b'/', min: 20, max: 255 },
+    Shape { kind: "an OpenAI-style API key", prefixes: &["sk-"], charset: is_token, min: 20, max: 255 },
+];
+
+/// The kind of the first credential found in `text`.
+pub fn find_secret(text: &str) -> Option<&'static str> {
+    let bytes = text.as_bytes();
+    for shape in SHAPES {
+        for prefix in shape.prefixes {
+            let mut from = 0;
+            while let Some(at) = text[from..].find(prefix).map(|i| i + from) {
+                from = at + 1;
+                if at > 0 && is_token(bytes[at - 1]) {
+                    continue;
+                }
+                let run = bytes[at + prefix.len()..].iter().take_while(|&&b| (shape.charset)(b)).count();
+                if (shape.min..=shape.max).contains(&run) {
+                    return Some(shape.kind);
+                }
+            }
+        }
+    }
+    if has_private_key_block(text) {
+        return Some("a private key block");
+    }
+    if has_aws_secret_key(text) {
+        return Some("an AWS secret access key");
+    }
+    if has_jwt(text) {
+        return Some("a JSON Web Token");
+    }
+    None
+}
+
+fn has_private_key_block(text: &str) -> bool {
+    let mut from = 0;
+    while let Some(at) = text[from..].find("-----BEGIN ").map(|i| i + from) {
+        from = at + 1;
+        let header = &text[at + 11..];
+        let line = &header[..header.find("-----").unwrap_or(header.len()).min(64)];
+        if line.ends_with("PRIVATE KEY") || line.ends_with("PRIVATE KEY BLOCK") {
+            return true;
+        }
+    }
+    false
+}
+
+/// `aws_secret_access_key` (any case, `_` or `-` or none) then `=`/`:` and 40 base64 characters.
+fn has_aws_secret_key(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase().replace(['-', '_'], "");
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("awssecretaccesskey").map(|i| i + from) {
+        from = at + 1;
+        let rest = lower[at + 18..].trim_start_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
+        let Some(rest) = rest.strip_prefix(['=', ':']) else { continue };
+        let rest = rest.trim_start_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
+        let run = rest.bytes().take_while(|&b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+').count();
+        if run >= 40 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Three base64url segments separated by dots, the first two starting with `eyJ` (`{"`).
+fn has_jwt(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("eyJ").map(|i| i + from) {
+        from = at + 1;
+        if at > 0 && is_b64url(bytes[at - 1]) {
+            continue;
+        }
+        let seg = |start: usize| bytes[start..].iter().take_while(|&&b| is_b64url(b)).count();
+        let h = seg(at);
+        let p_start = at + h + 1;
+        if h < 10 || bytes.get(at + h) != Some(&b'.') || !text[p_start..].starts_with("eyJ") {
+            continue;
+        }
+        let p = seg(p_start);
+        let s_start = p_start + p + 1;
+        if p >= 10 && bytes.get(p_start + p) == Some(&b'.') && seg(s_start) >= 16 {
+            return true;
+        }
+    }
+    false
+}
+
+policy_sdk::export_policy!(SecretsGuard);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // Fixtures are assembled at run time so that no scanner flags this file as a leak.
+    fn fixtures() -> Vec<(&'static str, String)> {
+        vec![
+            ("an AWS access key id", format!("AKIA{}", "IOSFODNN7EXAMPLE")),
+            ("an AWS secret access key", format!("aws_secret_access_key = {}", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")),
+            ("a private key block", format!("-----BEGIN {} PRIVATE KEY-----\nMIIEow...", "RSA")),
+            ("a private key block", format!("-----BEGIN {} PRIVATE KEY-----\nb3Blbn...", "OPENSSH")),
+            ("a GitHub token", format!("ghp_{}", "a".repeat(36))),
+            ("a GitHub token", format!("github_pat_{}", "11ABCDEFG0123456789_abcdefghijklmnop")),
+            ("a Slack token", format!("xoxb-{}", "123456789012-1234567890123-abcdefghij")),
+            ("a Slack webhook URL", format!("https://hooks.slack.com/services/{}", "T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX")),
+            ("an OpenAI-style API key", format!("sk-{}", "proj-abcdefghijklmnopqrstuvwxyz012345")),
+            ("a JSON Web Token", format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.{}", "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")),
+        ]
+    }
+
+    fn call(args: Value) -> ToolCall {
+        ToolCall::new("db", "query").with_member("alice").with_arguments(args)
+    }
+
+    #[test]
+    fn catches_each_kind_and_names_it_not_the_secret() {
+        let s = GuardSettings::default();
+        for (kind, secret) in fixtures() {
+            let d = SecretsGuard::call(&call(json!({"sql": "select 1", "note": {"text": format!("use {secret} here")}})), &s);
+            match d {
+                Decision::Deny { code, reason } => {
+                    assert_eq!(code, "secret-in-arguments");
+                    assert!(reason.contains(kind), "{reason} should name {kind}");
+                    assert!(reason.contains("arguments.note.text"), "{reason}");
+                    assert!(!reason.contains(&secret), "reason leaks the secret: {reason}");
+                }
+                other => panic!("{kind} not caught: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn passes_clean_arguments() {
+        let s = GuardSettings::default();
+        for clean in [
+            json!({"sql": "select * from users where id = 1"}),
+            json!({"task": "sk-short", "branch": "task-runner-abcdefghijklmnopqrstuvwxyz", "sha": "ghp_short"}),
+            json!({"text": "AKIA is a prefix; AKIAlowercase1234567 is not a key", "n": 42, "list": [1, true, null]}),
+            json!({"doc": "-----BEGIN PUBLIC KEY-----\nMIIB...", "jwt-ish": "eyJhbGciOi.notatoken"}),
+            json!({}),
+        ] {
+            assert_eq!(SecretsGuard::call(&call(clean.clone()), &s), Decision::abstain(), "{clean}");
+        }
+    }
+
+    #[test]
+    fn finds_secrets_in_keys_arrays_and_non_json() {
+        let s = GuardSettings::default();
+        let key = format!("ghp_{}", "b".repeat(36));
+        assert!(SecretsGuard::call(&call(json!({ key.clone(): 1 })), &s).is_deny());
+        assert!(SecretsGuard::call(&call(json!({"a": [1, {"b": [key.clone()]}]})), &s).is_deny());
+        let raw = ToolCall { arguments: Some(format!("not json {key}")), ..call(json!({})) };
+        assert!(SecretsGuard::call(&raw, &s).is_deny());
+    }
+
+    #[test]
+    fn applies_only_to_configured_tools() {
+        let s = policy_sdk::parse_settings::<GuardSettings>(r#"{"tools":["ci:*"]}"#).unwrap();
+        let secret = format!("AKIA{}", "IOSFODNN7EXAMPLE");
+        assert_eq!(SecretsGuard::call(&call(json!({"k": secret.clone()})), &s), Decision::abstain());
+        let ci = ToolCall::new("ci", "deploy").with_arguments(json!({"k": secret}));
+        assert!(SecretsGuard::call(&ci, &s).is_deny());
+        assert!(policy_sdk::parse_settings::<GuardSettings>(r#"{"tools":["nocolon"]}"#).is_err());
+    }
+
+    #[test]
+    fn listing_is_not_its_business() {
+        assert_eq!(SecretsGuard::list(&ToolCall::new("db", "query"), &GuardSettings::default()), Decision::abstain());
+    }
+}
