@@ -182,7 +182,9 @@ impl PolicyEngine {
             // A policy never needs a 4 GiB reservation; keep virtual memory per instance small.
             .memory_reservation(limits.memory_bytes.next_power_of_two() as u64)
             .memory_guard_size(64 * 1024)
-            .max_wasm_stack(512 * 1024);
+            .max_wasm_stack(512 * 1024)
+            // Faults are reported by their cause; backtraces would only cost time on every trap.
+            .wasm_backtrace_max_frames(None);
         let engine = wasmtime::Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         PolicyBindings::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
@@ -445,6 +447,8 @@ pub enum Fault {
     Trap(String),
     /// It answered something the contract forbids.
     InvalidOutput(String),
+    /// It refused its settings (at load: the module is rejected).
+    SettingsRefused(String),
 }
 
 impl Fault {
@@ -454,6 +458,7 @@ impl Fault {
             Fault::Timeout => "policy-timeout",
             Fault::Trap(_) => "policy-trap",
             Fault::InvalidOutput(_) => "policy-invalid-output",
+            Fault::SettingsRefused(_) => "policy-settings-refused",
         }
     }
 
@@ -463,6 +468,7 @@ impl Fault {
             Fault::Timeout => "deadline exceeded".to_owned(),
             Fault::Trap(m) => format!("trapped: {m}"),
             Fault::InvalidOutput(m) => format!("malformed output: {m}"),
+            Fault::SettingsRefused(m) => format!("settings refused: {m}"),
         }
     }
 }
@@ -470,8 +476,14 @@ impl Fault {
 fn classify(e: &wasmtime::Error) -> Fault {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) | Some(Trap::OutOfFuel) => Fault::Timeout,
-        _ => {
-            let mut m = format!("{e:#}");
+        Some(trap) => Fault::Trap(trap.to_string()),
+        None => {
+            let mut m = e.root_cause().to_string();
+            // The trap stubs of `define_unknown_imports_as_traps` say "unknown import: `X` has not
+            // been defined"; say what it means here.
+            if let Some(name) = m.strip_prefix("unknown import: `").and_then(|r| r.split('`').next()) {
+                m = format!("called {name}, which policy modules are not granted (a Rust panic does this)");
+            }
             truncate(&mut m, 300);
             Fault::Trap(m)
         }
@@ -562,7 +574,10 @@ impl Module {
         let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&e))?;
         match bindings.call_configure(&mut store, &self.settings) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
-            Ok(Err(why)) => Err(Fault::Trap(format!("settings refused: {why}"))),
+            Ok(Err(mut why)) => {
+                truncate(&mut why, 300);
+                Err(Fault::SettingsRefused(why))
+            }
             Err(e) => Err(classify(&e)),
         }
     }
