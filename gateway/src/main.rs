@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mcpgw", version, about = "A gateway for the Model Context Protocol")]
+#[command(
+    name = "mcpgw",
+    version,
+    about = "A gateway for the Model Context Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,8 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MCPGW_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("MCPGW_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -65,16 +70,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Policy(PolicyCommand::Check { file, settings }) => policy_check(&file, settings.as_deref()),
-        Command::Policy(PolicyCommand::Run { file, call, result, settings }) => {
-            policy_run(&file, &call, result.as_deref(), settings.as_deref())
+        Command::Policy(PolicyCommand::Check { file, settings }) => {
+            policy_check(&file, settings.as_deref())
         }
+        Command::Policy(PolicyCommand::Run {
+            file,
+            call,
+            result,
+            settings,
+        }) => policy_run(&file, &call, result.as_deref(), settings.as_deref()),
     }
 }
 
 fn load_inputs(file: &Path, settings: Option<&Path>) -> Result<(Vec<u8>, String)> {
     let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
-    let settings_path = settings.map(Path::to_path_buf).unwrap_or_else(|| file.with_extension("toml"));
+    let settings_path = settings
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| file.with_extension("toml"));
     if settings.is_some() && !settings_path.exists() {
         bail!("settings file {} not found", settings_path.display());
     }
@@ -93,9 +105,17 @@ fn policy_check(file: &Path, settings: Option<&Path>) -> Result<ExitCode> {
                 .into_iter()
                 .filter_map(|(on, n)| on.then_some(n))
                 .collect();
-            println!("ok: {name}: module {} (phases: {}), sha256 {}", m.name(), phases.join(", "), m.digest());
+            println!(
+                "ok: {name}: module {} (phases: {}), sha256 {}",
+                m.name(),
+                phases.join(", "),
+                m.digest()
+            );
             if !m.stubbed_imports().is_empty() {
-                println!("   WASI imports answered with traps: {}", m.stubbed_imports().join(", "));
+                println!(
+                    "   WASI imports answered with traps: {}",
+                    m.stubbed_imports().join(", ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -127,7 +147,12 @@ fn default_workspace() -> String {
     "default".into()
 }
 
-fn policy_run(file: &Path, call: &str, result: Option<&str>, settings: Option<&Path>) -> Result<ExitCode> {
+fn policy_run(
+    file: &Path,
+    call: &str,
+    result: Option<&str>,
+    settings: Option<&Path>,
+) -> Result<ExitCode> {
     let (bytes, settings) = load_inputs(file, settings)?;
     let input: CallInput = serde_json::from_str(call).context("--call is not a valid question")?;
     let engine = PolicyEngine::with_fuel(Limits::default())?;
@@ -136,7 +161,11 @@ fn policy_run(file: &Path, call: &str, result: Option<&str>, settings: Option<&P
         .with_context(|| format!("{} rejected", file.display()))?;
     let call = wit_types::ToolCall {
         request_id: input.request_id.unwrap_or_else(|| "cli".into()),
-        principal: wit_types::Principal { workspace: input.workspace, member: input.member, grants: input.grants },
+        principal: wit_types::Principal {
+            workspace: input.workspace,
+            member: input.member,
+            grants: input.grants,
+        },
         server: input.server,
         tool: input.tool,
         arguments: input.arguments.map(|a| a.to_string()),
@@ -151,8 +180,12 @@ fn policy_run(file: &Path, call: &str, result: Option<&str>, settings: Option<&P
     let mut out = match &answer.result {
         Ok(wit_types::Decision::Allow) => serde_json::json!({"decision": "allow"}),
         Ok(wit_types::Decision::Abstain) => serde_json::json!({"decision": "abstain"}),
-        Ok(wit_types::Decision::Deny(d)) => serde_json::json!({"decision": "deny", "code": d.code, "reason": d.reason}),
-        Err(f) => serde_json::json!({"decision": "deny", "code": f.code(), "reason": f.describe(), "fault": true}),
+        Ok(wit_types::Decision::Deny(d)) => {
+            serde_json::json!({"decision": "deny", "code": d.code, "reason": d.reason})
+        }
+        Err(f) => {
+            serde_json::json!({"decision": "deny", "code": f.code(), "reason": f.describe(), "fault": true})
+        }
     };
     out["module"] = module.name().into();
     out["fuel"] = answer.fuel.into();

@@ -173,11 +173,23 @@ pub struct Phases {
 
 impl Phases {
     /// Visibility in `tools/list`.
-    pub const LIST: Phases = Phases { list: true, call: false, result: false };
+    pub const LIST: Phases = Phases {
+        list: true,
+        call: false,
+        result: false,
+    };
     /// `tools/call` before forwarding.
-    pub const CALL: Phases = Phases { list: false, call: true, result: false };
+    pub const CALL: Phases = Phases {
+        list: false,
+        call: true,
+        result: false,
+    };
     /// Tool results.
-    pub const RESULT: Phases = Phases { list: false, call: false, result: true };
+    pub const RESULT: Phases = Phases {
+        list: false,
+        call: false,
+        result: true,
+    };
 }
 
 impl Phases {
@@ -213,7 +225,9 @@ impl ToolResult {
 
     /// The `text` of every text content item, in order.
     pub fn texts(&self) -> Vec<String> {
-        let Ok(v) = self.value() else { return Vec::new() };
+        let Ok(v) = self.value() else {
+            return Vec::new();
+        };
         v.get("content")
             .and_then(|c| c.as_array())
             .map(|items| {
@@ -289,7 +303,10 @@ macro_rules! export_policy {
 
             impl $crate::bindings::Guest for Export {
                 fn metadata() -> $crate::rt::Metadata {
-                    $crate::rt::metadata::<$policy>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                    $crate::rt::metadata::<$policy>(
+                        env!("CARGO_PKG_NAME"),
+                        env!("CARGO_PKG_VERSION"),
+                    )
                 }
                 fn configure(settings: String) -> Result<(), String> {
                     $crate::rt::configure::<$policy>(&SETTINGS, &settings)
@@ -297,7 +314,10 @@ macro_rules! export_policy {
                 fn decide(call: $crate::rt::WitToolCall) -> $crate::rt::WitDecision {
                     $crate::rt::decide::<$policy>(&SETTINGS, call)
                 }
-                fn inspect_result(call: $crate::rt::WitToolCall, result: String) -> $crate::rt::WitDecision {
+                fn inspect_result(
+                    call: $crate::rt::WitToolCall,
+            result: String,
+                ) -> $crate::rt::WitDecision {
                     $crate::rt::inspect_result::<$policy>(&SETTINGS, call, result)
                 }
             }

@@ -14,7 +14,10 @@ fn emit(level: u8, message: &str, fields: &[(&str, &str)]) {
             3 => Level::Warn,
             _ => Level::Error,
         };
-        let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         host::log(level, message, &fields);
     }
     #[cfg(not(target_arch = "wasm32"))]

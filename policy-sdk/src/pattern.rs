@@ -5,24 +5,32 @@
 /// A pattern without `:` covers nothing.
 pub fn grant_matches(pattern: &str, server: &str, tool: &str) -> bool {
     match pattern.split_once(':') {
-        Some((s, t)) => glob(s.as_bytes(), server.as_bytes()) && glob(t.as_bytes(), tool.as_bytes()),
+        Some((s, t)) => {
+            glob(s.as_bytes(), server.as_bytes()) && glob(t.as_bytes(), tool.as_bytes())
+        }
         None => false,
     }
 }
 
 /// True when some pattern in `patterns` covers `server`'s `tool`.
 pub fn any_matches<S: AsRef<str>>(patterns: &[S], server: &str, tool: &str) -> bool {
-    patterns.iter().any(|p| grant_matches(p.as_ref(), server, tool))
+    patterns
+        .iter()
+        .any(|p| grant_matches(p.as_ref(), server, tool))
 }
 
 /// Checks a pattern's shape: `server:tool`, each side non-empty, of `[A-Za-z0-9_.-]` and `*`.
 pub fn validate(pattern: &str) -> Result<(), String> {
     let ok_side = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'*' | b'/'))
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'*' | b'/'))
     };
     match pattern.split_once(':') {
         Some((s, t)) if ok_side(s) && ok_side(t) => Ok(()),
-        _ => Err(format!("invalid pattern {pattern:?}: expected server:tool, with * globs")),
+        _ => Err(format!(
+            "invalid pattern {pattern:?}: expected server:tool, with * globs"
+        )),
     }
 }
 

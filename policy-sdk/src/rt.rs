@@ -21,7 +21,8 @@ pub fn metadata<P: Policy>(name: &str, version: &str) -> Metadata {
 
 pub fn configure<P: Policy>(cell: &OnceLock<P::Settings>, json: &str) -> Result<(), String> {
     let settings = crate::parse_settings::<P::Settings>(json)?;
-    cell.set(settings).map_err(|_| "module already configured".to_owned())
+    cell.set(settings)
+        .map_err(|_| "module already configured".to_owned())
 }
 
 fn from_wit(call: WitToolCall) -> ToolCall {
@@ -52,7 +53,9 @@ fn unconfigured() -> WitDecision {
 }
 
 pub fn decide<P: Policy>(cell: &OnceLock<P::Settings>, call: WitToolCall) -> WitDecision {
-    let Some(settings) = cell.get() else { return unconfigured() };
+    let Some(settings) = cell.get() else {
+        return unconfigured();
+    };
     let call = from_wit(call);
     to_wit(if call.is_listing() {
         P::list(&call, settings)
@@ -61,7 +64,13 @@ pub fn decide<P: Policy>(cell: &OnceLock<P::Settings>, call: WitToolCall) -> Wit
     })
 }
 
-pub fn inspect_result<P: Policy>(cell: &OnceLock<P::Settings>, call: WitToolCall, json: String) -> WitDecision {
-    let Some(settings) = cell.get() else { return unconfigured() };
+pub fn inspect_result<P: Policy>(
+    cell: &OnceLock<P::Settings>,
+    call: WitToolCall,
+    json: String,
+) -> WitDecision {
+    let Some(settings) = cell.get() else {
+        return unconfigured();
+    };
     to_wit(P::result(&from_wit(call), &ToolResult { json }, settings))
 }

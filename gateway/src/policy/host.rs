@@ -100,11 +100,21 @@ impl bindings::mcpgw::policy::host::Host for HostState {
         truncate(&mut rendered, 1024);
         let module = &*self.module;
         match level {
-            wit::Level::Trace => tracing::trace!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
-            wit::Level::Debug => tracing::debug!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
-            wit::Level::Info => tracing::info!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
-            wit::Level::Warn => tracing::warn!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
-            wit::Level::Error => tracing::error!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}"),
+            wit::Level::Trace => {
+                tracing::trace!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}")
+            }
+            wit::Level::Debug => {
+                tracing::debug!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}")
+            }
+            wit::Level::Info => {
+                tracing::info!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}")
+            }
+            wit::Level::Warn => {
+                tracing::warn!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}")
+            }
+            wit::Level::Error => {
+                tracing::error!(target: "mcpgw::policy::guest", module, fields = %rendered, "{message}")
+            }
         }
     }
 }
@@ -187,10 +197,14 @@ impl PolicyEngine {
             .wasm_backtrace_max_frames(None);
         let engine = wasmtime::Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        PolicyBindings::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        PolicyBindings::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| Error::Engine(format!("{e:#}")))?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e.to_string()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Io(dir.display().to_string(), e.to_string()))?;
         }
         let ticks = limits.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
         let this = Arc::new(PolicyEngine {
@@ -267,17 +281,30 @@ impl PolicyEngine {
         let r: wasmtime::Result<Vec<wit::Decision>> = (|| {
             let mut out = Vec::new();
             if module.phases.list {
-                out.push(instance.bindings.call_decide(&mut instance.store, &trial_list)?);
+                out.push(
+                    instance
+                        .bindings
+                        .call_decide(&mut instance.store, &trial_list)?,
+                );
             }
             if module.phases.call {
                 out.push(instance.bindings.call_decide(&mut instance.store, &trial)?);
             }
             if module.phases.result {
-                out.push(instance.bindings.call_inspect_result(&mut instance.store, &trial, r#"{"content":[]}"#)?);
+                out.push(instance.bindings.call_inspect_result(
+                    &mut instance.store,
+                    &trial,
+                    r#"{"content":[]}"#,
+                )?);
             }
             Ok(out)
         })();
-        let decisions = r.map_err(|e| Error::Rejected(format!("trial evaluation failed: {}", classify(&e).describe())))?;
+        let decisions = r.map_err(|e| {
+            Error::Rejected(format!(
+                "trial evaluation failed: {}",
+                classify(&e).describe()
+            ))
+        })?;
         for d in decisions {
             check_output(&d).map_err(|why| Error::Rejected(format!("trial evaluation: {why}")))?;
         }
@@ -295,23 +322,32 @@ impl PolicyEngine {
         }
         let cached = self.cache_path(digest);
         if let Some(path) = &cached {
-            if path.exists() {
-                // SAFETY: the file was written by `Component::serialize` of an engine with the same
-                // compatibility hash (it is in the file name), into a cache directory owned by the
-                // gateway. Deserialize also checks the engine and version headers; on any error we
-                // recompile from the original bytes and overwrite it.
-                match unsafe { Component::deserialize_file(&self.engine, path) } {
+            // Read into memory rather than mmap the file: a cache entry truncated or rewritten
+            // behind our back must not be able to fault the process.
+            if let Ok(artifact) = std::fs::read(path) {
+                // SAFETY: `deserialize` runs the artifact's machine code, so it must come from
+                // `Component::serialize`. The cache directory belongs to the gateway, the file name
+                // carries the engine's compatibility hash, and wasmtime checks its own version and
+                // engine-settings header; on any error we recompile from the original bytes.
+                match unsafe { Component::deserialize(&self.engine, &artifact) } {
                     Ok(c) => {
                         lock(&self.compiled).insert(digest.to_owned(), c.clone());
                         return Ok(c);
                     }
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled-module cache entry"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled-module cache entry")
+                    }
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
         if let Some(path) = &cached {
-            if let Err(e) = component.serialize().map_err(|e| e.to_string()).and_then(|b| write_atomic(path, &b)) {
+            if let Err(e) = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|b| write_atomic(path, &b))
+            {
                 tracing::warn!(path = %path.display(), error = %e, "could not write compiled-module cache entry");
             }
         }
@@ -373,10 +409,17 @@ fn spawn_epoch_ticker(engine: &Engine) -> Result<(), Error> {
 /// Refuses what is not a binary component before wasmtime sees it, with a reason a person can act on.
 fn check_binary(bytes: &[u8]) -> Result<(), Error> {
     if bytes.len() > MAX_MODULE_BYTES {
-        return Err(Error::NotAComponent(format!("{} bytes, over the {MAX_MODULE_BYTES}-byte limit", bytes.len())));
+        return Err(Error::NotAComponent(format!(
+            "{} bytes, over the {MAX_MODULE_BYTES}-byte limit",
+            bytes.len()
+        )));
     }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        let text = bytes.iter().take(64).find(|b| !b.is_ascii_whitespace()).copied();
+        let text = bytes
+            .iter()
+            .take(64)
+            .find(|b| !b.is_ascii_whitespace())
+            .copied();
         return Err(Error::NotAComponent(if text == Some(b'(') {
             "WAT text; only compiled components are loaded".to_owned()
         } else {
@@ -395,15 +438,24 @@ fn check_binary(bytes: &[u8]) -> Result<(), Error> {
 fn validate_metadata(meta: &wit::Metadata) -> Result<(), Error> {
     let ok_name = !meta.name.is_empty()
         && meta.name.len() <= 64
-        && meta.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && meta
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if !ok_name {
-        return Err(Error::Rejected("metadata: name must be 1-64 of [A-Za-z0-9._-]".into()));
+        return Err(Error::Rejected(
+            "metadata: name must be 1-64 of [A-Za-z0-9._-]".into(),
+        ));
     }
     if meta.version.len() > 64 {
-        return Err(Error::Rejected("metadata: version longer than 64 bytes".into()));
+        return Err(Error::Rejected(
+            "metadata: version longer than 64 bytes".into(),
+        ));
     }
     if meta.phases == wit::Phases::empty() {
-        return Err(Error::Rejected("metadata: the module takes part in no phase".into()));
+        return Err(Error::Rejected(
+            "metadata: the module takes part in no phase".into(),
+        ));
     }
     Ok(())
 }
@@ -427,7 +479,10 @@ fn check_output(d: &wit::Decision) -> Result<(), String> {
     if let wit::Decision::Deny(denial) = d {
         let code_ok = !denial.code.is_empty()
             && denial.code.len() <= 64
-            && denial.code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && denial
+                .code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !code_ok {
             return Err("deny code must be 1-64 of [a-z0-9-]".into());
         }
@@ -481,8 +536,13 @@ fn classify(e: &wasmtime::Error) -> Fault {
             let mut m = e.root_cause().to_string();
             // The trap stubs of `define_unknown_imports_as_traps` say "unknown import: `X` has not
             // been defined"; say what it means here.
-            if let Some(name) = m.strip_prefix("unknown import: `").and_then(|r| r.split('`').next()) {
-                m = format!("called {name}, which policy modules are not granted (a Rust panic does this)");
+            if let Some(name) = m
+                .strip_prefix("unknown import: `")
+                .and_then(|r| r.split('`').next())
+            {
+                m = format!(
+                    "called {name}, which policy modules are not granted (a Rust panic does this)"
+                );
             }
             truncate(&mut m, 300);
             Fault::Trap(m)
@@ -569,7 +629,9 @@ impl Module {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(ticks);
         if self.fuel {
-            store.set_fuel(u64::MAX / 2).map_err(|e| Fault::Trap(e.to_string()))?;
+            store
+                .set_fuel(u64::MAX / 2)
+                .map_err(|e| Fault::Trap(e.to_string()))?;
         }
         let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&e))?;
         match bindings.call_configure(&mut store, &self.settings) {
@@ -584,22 +646,35 @@ impl Module {
 
     /// Runs `f` on an instance under the deadline; a faulted instance is dropped, a healthy warm one
     /// goes back to the idle list.
-    fn evaluate(&self, f: impl FnOnce(&mut Store<HostState>, &PolicyBindings) -> wasmtime::Result<wit::Decision>) -> Answer {
+    fn evaluate(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &PolicyBindings) -> wasmtime::Result<wit::Decision>,
+    ) -> Answer {
         let warm = self.limits.strategy == InstanceStrategy::Warm;
         let reused = if warm { lock(&self.idle).pop() } else { None };
         let mut instance = match reused {
             Some(i) => i,
             None => match self.instantiate(self.deadline_ticks) {
                 Ok(i) => i,
-                Err(fault) => return self.count(Answer { result: Err(fault), fuel: None }),
+                Err(fault) => {
+                    return self.count(Answer {
+                        result: Err(fault),
+                        fuel: None,
+                    });
+                }
             },
         };
         instance.store.set_epoch_deadline(self.deadline_ticks);
         instance.store.data_mut().log_budget = LOG_LINES_PER_CALL;
-        let before = if self.fuel { instance.store.get_fuel().ok() } else { None };
+        let before = if self.fuel {
+            instance.store.get_fuel().ok()
+        } else {
+            None
+        };
         let result = f(&mut instance.store, &instance.bindings).map_err(|e| classify(&e));
         let fuel = before.and_then(|b| Some(b - instance.store.get_fuel().ok()?));
-        let result = result.and_then(|d| check_output(&d).map(|()| d).map_err(Fault::InvalidOutput));
+        let result =
+            result.and_then(|d| check_output(&d).map(|()| d).map_err(Fault::InvalidOutput));
         if warm && result.is_ok() {
             let mut idle = lock(&self.idle);
             if idle.len() < self.limits.max_idle_instances {
@@ -644,7 +719,11 @@ impl Module {
             Ok(_) => return None,
             Err(f) => (
                 f.code().to_owned(),
-                format!("policy module {} failed ({}); denied", self.name, f.describe()),
+                format!(
+                    "policy module {} failed ({}); denied",
+                    self.name,
+                    f.describe()
+                ),
                 true,
             ),
         };

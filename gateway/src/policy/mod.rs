@@ -41,7 +41,9 @@ pub enum Error {
     #[error("compile failed: {0}")]
     Compile(String),
     /// The component imports something the host does not grant.
-    #[error("imports {0}, which the policy host does not grant (modules get no filesystem, network or environment)")]
+    #[error(
+        "imports {0}, which the policy host does not grant (modules get no filesystem, network or environment)"
+    )]
     ForbiddenImport(String),
     /// The component does not implement the `mcpgw:policy/policy` world.
     #[error("does not implement mcpgw:policy/policy@0.1.0: {0}")]
@@ -196,7 +198,11 @@ impl PolicyChain {
         let call = q.to_wit();
         let mut allowed = false;
         for m in &self.modules {
-            if !(if listing { m.phases.list } else { m.phases.call }) {
+            if !(if listing {
+                m.phases.list
+            } else {
+                m.phases.call
+            }) {
                 continue;
             }
             let answer = m.decide(&call).result;

@@ -76,7 +76,10 @@ impl PolicySet {
     }
 
     /// As [`PolicySet::load`], on an existing engine.
-    pub fn with_engine(engine: Arc<PolicyEngine>, config: PolicyConfig) -> Result<Arc<Self>, Error> {
+    pub fn with_engine(
+        engine: Arc<PolicyEngine>,
+        config: PolicyConfig,
+    ) -> Result<Arc<Self>, Error> {
         let settings = config.allowlist_settings.to_string();
         let builtin = Arc::new(engine.load("built-in", super::BUILTIN_ALLOWLIST, &settings)?);
         let set = Arc::new(PolicySet {
@@ -109,14 +112,19 @@ impl PolicySet {
 
     /// Rescans done that changed the chain, and file loads that failed.
     pub fn reload_counts(&self) -> (u64, u64) {
-        (self.reloads.load(Ordering::Relaxed), self.reload_failures.load(Ordering::Relaxed))
+        (
+            self.reloads.load(Ordering::Relaxed),
+            self.reload_failures.load(Ordering::Relaxed),
+        )
     }
 
     /// Rescans the directory and swaps in the resulting chain if anything changed.
     /// Returns true when the chain changed.
     pub fn reload(&self) -> bool {
         let _serial = lock(&self.reload_lock);
-        let Some(dir) = &self.config.dir else { return false };
+        let Some(dir) = &self.config.dir else {
+            return false;
+        };
         let started = Instant::now();
         let old = self.chain.load_full();
         let files = match list_modules(dir) {
@@ -140,12 +148,19 @@ impl PolicySet {
                     continue;
                 }
             };
-            if let Some(m) = previous.as_ref().filter(|m| m.digest == input.digest && m.settings == input.settings) {
+            if let Some(m) = previous
+                .as_ref()
+                .filter(|m| m.digest == input.digest && m.settings == input.settings)
+            {
                 modules.push(m.clone());
                 continue;
             }
             let key = input.key();
-            if let Some(r) = old.rejected().iter().find(|r| r.file == name && r.digest == key) {
+            if let Some(r) = old
+                .rejected()
+                .iter()
+                .find(|r| r.file == name && r.digest == key)
+            {
                 rejected.push(r.clone());
                 modules.extend(previous);
                 continue;
@@ -162,23 +177,39 @@ impl PolicySet {
                     if let Some(p) = &previous {
                         *lock(&p.stats.last_error) = Some(format!("reload rejected: {reason}"));
                     }
-                    rejected.push(Rejected { file: name, digest: key, reason, serving_previous: previous.is_some() });
+                    rejected.push(Rejected {
+                        file: name,
+                        digest: key,
+                        reason,
+                        serving_previous: previous.is_some(),
+                    });
                     modules.extend(previous);
                 }
             }
         }
         let same = modules.len() == old.modules().len()
-            && modules.iter().zip(old.modules()).all(|(a, b)| Arc::ptr_eq(a, b))
+            && modules
+                .iter()
+                .zip(old.modules())
+                .all(|(a, b)| Arc::ptr_eq(a, b))
             && rejected == old.rejected();
         if same {
             return false;
         }
-        for gone in old.modules().iter().filter(|m| !modules.iter().any(|n| Arc::ptr_eq(n, m))) {
+        for gone in old
+            .modules()
+            .iter()
+            .filter(|m| !modules.iter().any(|n| Arc::ptr_eq(n, m)))
+        {
             tracing::info!(file = %gone.source, module = %gone.name(), "policy module retired");
         }
-        self.chain.store(Arc::new(PolicyChain::new(modules, rejected)));
+        self.chain
+            .store(Arc::new(PolicyChain::new(modules, rejected)));
         self.reloads.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "policy chain swapped");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "policy chain swapped"
+        );
         true
     }
 
@@ -186,23 +217,32 @@ impl PolicySet {
     /// runtime; watching stops when the handle is dropped.
     pub fn watch(self: &Arc<Self>) -> Result<WatchHandle, Error> {
         let Some(dir) = self.config.dir.clone() else {
-            return Err(Error::Watch("-".into(), "no policy directory configured".into()));
+            return Err(Error::Watch(
+                "-".into(),
+                "no policy directory configured".into(),
+            ));
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let relevant = match &event {
-                Ok(ev) => {
-                    !matches!(ev.kind, notify::EventKind::Access(_))
-                        && ev.paths.iter().any(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("wasm" | "toml")))
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(ev) => {
+                        !matches!(ev.kind, notify::EventKind::Access(_))
+                            && ev.paths.iter().any(|p| {
+                                matches!(
+                                    p.extension().and_then(|e| e.to_str()),
+                                    Some("wasm" | "toml")
+                                )
+                            })
+                    }
+                    Err(_) => true,
+                };
+                if relevant {
+                    // A full channel means a rescan is already pending; it will see this change too.
+                    let _ = tx.try_send(());
                 }
-                Err(_) => true,
-            };
-            if relevant {
-                // A full channel means a rescan is already pending; it will see this change too.
-                let _ = tx.try_send(());
-            }
-        })
-        .map_err(|e| Error::Watch(dir.display().to_string(), e.to_string()))?;
+            })
+            .map_err(|e| Error::Watch(dir.display().to_string(), e.to_string()))?;
         watcher
             .watch(&dir, notify::RecursiveMode::NonRecursive)
             .map_err(|e| Error::Watch(dir.display().to_string(), e.to_string()))?;
@@ -224,7 +264,10 @@ impl PolicySet {
                 }
             }
         });
-        Ok(WatchHandle { _watcher: watcher, task })
+        Ok(WatchHandle {
+            _watcher: watcher,
+            task,
+        })
     }
 }
 
@@ -257,7 +300,9 @@ impl ModuleInput {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `*.wasm` files in `dir`, hidden files excluded, sorted by name.
@@ -278,18 +323,25 @@ fn read_module(path: &Path) -> Result<ModuleInput, Error> {
     let io = |e: std::io::Error| Error::Io(path.display().to_string(), e.to_string());
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > super::host::MAX_MODULE_BYTES as u64 {
-        return Err(Error::NotAComponent(format!("{len} bytes, over the size limit")));
+        return Err(Error::NotAComponent(format!(
+            "{len} bytes, over the size limit"
+        )));
     }
     let bytes = std::fs::read(path).map_err(io)?;
     let settings = read_settings(&path.with_extension("toml"))?;
     let digest = hex::encode(Sha256::digest(&bytes));
-    Ok(ModuleInput { bytes, digest, settings })
+    Ok(ModuleInput {
+        bytes,
+        digest,
+        settings,
+    })
 }
 
 /// The settings beside a module, as JSON text: `{}` when there is no file.
 pub fn read_settings(path: &Path) -> Result<String, Error> {
     match std::fs::read_to_string(path) {
-        Ok(text) => settings_from_toml(&text).map_err(|e| Error::Settings(format!("{}: {e}", path.display()))),
+        Ok(text) => settings_from_toml(&text)
+            .map_err(|e| Error::Settings(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("{}".to_owned()),
         Err(e) => Err(Error::Io(path.display().to_string(), e.to_string())),
     }

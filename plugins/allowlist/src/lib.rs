@@ -47,7 +47,11 @@ fn decide(call: &ToolCall, settings: &AllowlistSettings) -> Decision {
     if call.is_workspace_token() && settings.workspace_token == WorkspaceToken::All {
         return Decision::allow();
     }
-    if call.grants.iter().any(|g| grant_matches(g, &call.server, &call.tool)) {
+    if call
+        .grants
+        .iter()
+        .any(|g| grant_matches(g, &call.server, &call.tool))
+    {
         Decision::allow()
     } else {
         Decision::deny(
@@ -86,15 +90,26 @@ mod tests {
             ("db:q*y", "db", "query", true),
             ("db:q*y", "db", "queryx", false),
             ("DB:query", "db", "query", false),
-            ("db:a*a*a*a*b", "db", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
+            (
+                "db:a*a*a*a*b",
+                "db",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                false,
+            ),
         ];
         for &(grant, server, tool, want) in table {
-            assert_eq!(grant_matches(grant, server, tool), want, "{grant} vs {server}:{tool}");
+            assert_eq!(
+                grant_matches(grant, server, tool),
+                want,
+                "{grant} vs {server}:{tool}"
+            );
         }
     }
 
     fn member(grants: &[&str]) -> ToolCall {
-        ToolCall::new("db", "query").with_member("alice").with_grants(grants.iter().copied())
+        ToolCall::new("db", "query")
+            .with_member("alice")
+            .with_grants(grants.iter().copied())
     }
 
     #[test]
@@ -110,11 +125,15 @@ mod tests {
     #[test]
     fn workspace_token_is_system_access_unless_settings_say_grants() {
         let all = parse_settings::<AllowlistSettings>("{}").unwrap();
-        let grants = parse_settings::<AllowlistSettings>(r#"{"workspace_token":"grants"}"#).unwrap();
+        let grants =
+            parse_settings::<AllowlistSettings>(r#"{"workspace_token":"grants"}"#).unwrap();
         let system = ToolCall::new("ci", "deploy");
         assert_eq!(Allowlist::call(&system, &all), Decision::allow());
         assert!(Allowlist::call(&system, &grants).is_deny());
-        assert_eq!(Allowlist::call(&system.with_grants(["ci:*"]), &grants), Decision::allow());
+        assert_eq!(
+            Allowlist::call(&system.with_grants(["ci:*"]), &grants),
+            Decision::allow()
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub struct GuardSettings {
 
 impl Default for GuardSettings {
     fn default() -> Self {
-        GuardSettings { tools: vec!["*:*".into()] }
+        GuardSettings {
+            tools: vec!["*:*".into()],
+        }
     }
 }
 
@@ -102,12 +104,48 @@ struct Shape {
 }
 
 const SHAPES: &[Shape] = &[
-    Shape { kind: "an AWS access key id", prefixes: &["AKIA", "ASIA", "ABIA", "ACCA"], charset: is_upper_digit, min: 16, max: 16 },
-    Shape { kind: "a GitHub token", prefixes: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"], charset: is_alnum, min: 36, max: 255 },
-    Shape { kind: "a GitHub token", prefixes: &["github_pat_"], charset: is_token, min: 22, max: 255 },
-    Shape { kind: "a Slack token", prefixes: &["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-"], charset: is_token, min: 10, max: 255 },
-    Shape { kind: "a Slack webhook URL", prefixes: &["hooks.slack.com/services/"], charset: |b| is_alnum(b) || b == b'/', min: 20, max: 255 },
-    Shape { kind: "an OpenAI-style API key", prefixes: &["sk-"], charset: is_token, min: 20, max: 255 },
+    Shape {
+        kind: "an AWS access key id",
+        prefixes: &["AKIA", "ASIA", "ABIA", "ACCA"],
+        charset: is_upper_digit,
+        min: 16,
+        max: 16,
+    },
+    Shape {
+        kind: "a GitHub token",
+        prefixes: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+        charset: is_alnum,
+        min: 36,
+        max: 255,
+    },
+    Shape {
+        kind: "a GitHub token",
+        prefixes: &["github_pat_"],
+        charset: is_token,
+        min: 22,
+        max: 255,
+    },
+    Shape {
+        kind: "a Slack token",
+        prefixes: &["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-"],
+        charset: is_token,
+        min: 10,
+        max: 255,
+    },
+    Shape {
+        kind: "a Slack webhook URL",
+        prefixes: &["hooks.slack.com/services/"],
+        charset: |b| is_alnum(b) || b == b'/',
+        min: 20,
+        max: 255,
+    },
+    Shape {
+        kind: "an OpenAI-style API key",
+        prefixes: &["sk-"],
+        charset: is_token,
+        min: 20,
+        max: 255,
+    },
 ];
 
 /// The kind of the first credential found in `text`.
@@ -121,7 +159,10 @@ pub fn find_secret(text: &str) -> Option<&'static str> {
                 if at > 0 && is_token(bytes[at - 1]) {
                     continue;
                 }
-                let run = bytes[at + prefix.len()..].iter().take_while(|&&b| (shape.charset)(b)).count();
+                let run = bytes[at + prefix.len()..]
+                    .iter()
+                    .take_while(|&&b| (shape.charset)(b))
+                    .count();
                 if (shape.min..=shape.max).contains(&run) {
                     return Some(shape.kind);
                 }
@@ -159,10 +200,16 @@ fn has_aws_secret_key(text: &str) -> bool {
     let mut from = 0;
     while let Some(at) = lower[from..].find("awssecretaccesskey").map(|i| i + from) {
         from = at + 1;
-        let rest = lower[at + 18..].trim_start_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
-        let Some(rest) = rest.strip_prefix(['=', ':']) else { continue };
+        let rest = lower[at + 18..]
+            .trim_start_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
+        let Some(rest) = rest.strip_prefix(['=', ':']) else {
+            continue;
+        };
         let rest = rest.trim_start_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
-        let run = rest.bytes().take_while(|&b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+').count();
+        let run = rest
+            .bytes()
+            .take_while(|&b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
+            .count();
         if run >= 40 {
             return true;
         }
@@ -204,34 +251,78 @@ mod tests {
     // Fixtures are assembled at run time so that no scanner flags this file as a leak.
     fn fixtures() -> Vec<(&'static str, String)> {
         vec![
-            ("an AWS access key id", format!("AKIA{}", "IOSFODNN7EXAMPLE")),
-            ("an AWS secret access key", format!("aws_secret_access_key = {}", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")),
-            ("a private key block", format!("-----BEGIN {} PRIVATE KEY-----\nMIIEow...", "RSA")),
-            ("a private key block", format!("-----BEGIN {} PRIVATE KEY-----\nb3Blbn...", "OPENSSH")),
+            (
+                "an AWS access key id",
+                format!("AKIA{}", "IOSFODNN7EXAMPLE"),
+            ),
+            (
+                "an AWS secret access key",
+                format!(
+                    "aws_secret_access_key = {}",
+                    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+                ),
+            ),
+            (
+                "a private key block",
+                format!("-----BEGIN {} PRIVATE KEY-----\nMIIEow...", "RSA"),
+            ),
+            (
+                "a private key block",
+                format!("-----BEGIN {} PRIVATE KEY-----\nb3Blbn...", "OPENSSH"),
+            ),
             ("a GitHub token", format!("ghp_{}", "a".repeat(36))),
-            ("a GitHub token", format!("github_pat_{}", "11ABCDEFG0123456789_abcdefghijklmnop")),
-            ("a Slack token", format!("xoxb-{}", "123456789012-1234567890123-abcdefghij")),
-            ("a Slack webhook URL", format!("https://hooks.slack.com/services/{}", "T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX")),
-            ("an OpenAI-style API key", format!("sk-{}", "proj-abcdefghijklmnopqrstuvwxyz012345")),
-            ("a JSON Web Token", format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.{}", "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")),
+            (
+                "a GitHub token",
+                format!("github_pat_{}", "11ABCDEFG0123456789_abcdefghijklmnop"),
+            ),
+            (
+                "a Slack token",
+                format!("xoxb-{}", "123456789012-1234567890123-abcdefghij"),
+            ),
+            (
+                "a Slack webhook URL",
+                format!(
+                    "https://hooks.slack.com/services/{}",
+                    "T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+                ),
+            ),
+            (
+                "an OpenAI-style API key",
+                format!("sk-{}", "proj-abcdefghijklmnopqrstuvwxyz012345"),
+            ),
+            (
+                "a JSON Web Token",
+                format!(
+                    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.{}",
+                    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+                ),
+            ),
         ]
     }
 
     fn call(args: Value) -> ToolCall {
-        ToolCall::new("db", "query").with_member("alice").with_arguments(args)
+        ToolCall::new("db", "query")
+            .with_member("alice")
+            .with_arguments(args)
     }
 
     #[test]
     fn catches_each_kind_and_names_it_not_the_secret() {
         let s = GuardSettings::default();
         for (kind, secret) in fixtures() {
-            let d = SecretsGuard::call(&call(json!({"sql": "select 1", "note": {"text": format!("use {secret} here")}})), &s);
+            let d = SecretsGuard::call(
+                &call(json!({"sql": "select 1", "note": {"text": format!("use {secret} here")}})),
+                &s,
+            );
             match d {
                 Decision::Deny { code, reason } => {
                     assert_eq!(code, "secret-in-arguments");
                     assert!(reason.contains(kind), "{reason} should name {kind}");
                     assert!(reason.contains("arguments.note.text"), "{reason}");
-                    assert!(!reason.contains(&secret), "reason leaks the secret: {reason}");
+                    assert!(
+                        !reason.contains(&secret),
+                        "reason leaks the secret: {reason}"
+                    );
                 }
                 other => panic!("{kind} not caught: {other:?}"),
             }
@@ -248,7 +339,11 @@ mod tests {
             json!({"doc": "-----BEGIN PUBLIC KEY-----\nMIIB...", "jwt-ish": "eyJhbGciOi.notatoken"}),
             json!({}),
         ] {
-            assert_eq!(SecretsGuard::call(&call(clean.clone()), &s), Decision::abstain(), "{clean}");
+            assert_eq!(
+                SecretsGuard::call(&call(clean.clone()), &s),
+                Decision::abstain(),
+                "{clean}"
+            );
         }
     }
 
@@ -258,7 +353,10 @@ mod tests {
         let key = format!("ghp_{}", "b".repeat(36));
         assert!(SecretsGuard::call(&call(json!({ key.clone(): 1 })), &s).is_deny());
         assert!(SecretsGuard::call(&call(json!({"a": [1, {"b": [key.clone()]}]})), &s).is_deny());
-        let raw = ToolCall { arguments: Some(format!("not json {key}")), ..call(json!({})) };
+        let raw = ToolCall {
+            arguments: Some(format!("not json {key}")),
+            ..call(json!({}))
+        };
         assert!(SecretsGuard::call(&raw, &s).is_deny());
     }
 
@@ -266,7 +364,10 @@ mod tests {
     fn applies_only_to_configured_tools() {
         let s = policy_sdk::parse_settings::<GuardSettings>(r#"{"tools":["ci:*"]}"#).unwrap();
         let secret = format!("AKIA{}", "IOSFODNN7EXAMPLE");
-        assert_eq!(SecretsGuard::call(&call(json!({"k": secret.clone()})), &s), Decision::abstain());
+        assert_eq!(
+            SecretsGuard::call(&call(json!({"k": secret.clone()})), &s),
+            Decision::abstain()
+        );
         let ci = ToolCall::new("ci", "deploy").with_arguments(json!({"k": secret}));
         assert!(SecretsGuard::call(&ci, &s).is_deny());
         assert!(policy_sdk::parse_settings::<GuardSettings>(r#"{"tools":["nocolon"]}"#).is_err());
@@ -274,6 +375,9 @@ mod tests {
 
     #[test]
     fn listing_is_not_its_business() {
-        assert_eq!(SecretsGuard::list(&ToolCall::new("db", "query"), &GuardSettings::default()), Decision::abstain());
+        assert_eq!(
+            SecretsGuard::list(&ToolCall::new("db", "query"), &GuardSettings::default()),
+            Decision::abstain()
+        );
     }
 }

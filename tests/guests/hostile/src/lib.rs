@@ -11,7 +11,9 @@ pub struct Mode {
 
 impl Default for Mode {
     fn default() -> Self {
-        Mode { mode: "deny".into() }
+        Mode {
+            mode: "deny".into(),
+        }
     }
 }
 
@@ -45,7 +47,10 @@ fn act(call: &ToolCall, mode: &Mode) -> Decision {
         "bomb" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(vec![1u8; 1 << 20]);
+                // Reserve without filling: memory grows as fast as the allocator can ask.
+                let mut chunk = Vec::<u8>::with_capacity(1 << 20);
+                chunk.push(1);
+                hoard.push(chunk);
                 std::hint::black_box(&hoard);
             }
         }

@@ -1,0 +1,3 @@
+//! One integration binary for the whole suite: each module is one area of the product.
+
+mod policy;
