@@ -8,9 +8,11 @@ mod build_guests;
 use build_guests::build_guests;
 use std::path::PathBuf;
 
+/// Embedded: allowlist and secrets-guard. row-limit (the SDK example) is for the benchmarks.
 const PLUGINS: &[(&str, &str)] = &[
     ("allowlist", "allowlist.wasm"),
     ("secrets-guard", "secrets_guard.wasm"),
+    ("row-limit", "row_limit.wasm"),
 ];
 
 fn main() {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 const GUESTS: &[(&str, &str, &str)] = &[
     ("ALLOWLIST", "allowlist", "allowlist.wasm"),
     ("SECRETS_GUARD", "secrets-guard", "secrets_guard.wasm"),
+    ("ROW_LIMIT", "row-limit", "row_limit.wasm"),
     ("HOSTILE", "guest-hostile", "guest_hostile.wasm"),
     ("FS_READER", "guest-fs-reader", "guest_fs_reader.wasm"),
     ("NET_CLIENT", "guest-net-client", "guest_net_client.wasm"),

@@ -34,6 +34,22 @@ enum PolicyCommand {
         #[arg(long)]
         settings: Option<PathBuf>,
     },
+    /// Load the built-in allowlist and a policy directory as the gateway does, and print the chain;
+    /// with --watch, keep it live and print it again after every change until Ctrl-C.
+    Status {
+        /// Policy directory (`*.wasm`, with `NAME.toml` settings beside each).
+        #[arg(long, env = "MCPGW_POLICY_DIR")]
+        dir: Option<PathBuf>,
+        /// Directory for compiled-module cache entries.
+        #[arg(long, env = "MCPGW_POLICY_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Keep watching the directory.
+        #[arg(long)]
+        watch: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Evaluate one question with a module and print its decision and the fuel (instructions) used.
     Run {
         /// The component (`.wasm`).
@@ -73,6 +89,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(PolicyCommand::Check { file, settings }) => {
             policy_check(&file, settings.as_deref())
         }
+        Command::Policy(PolicyCommand::Status {
+            dir,
+            cache_dir,
+            watch,
+            json,
+        }) => policy_status(dir, cache_dir, watch, json),
         Command::Policy(PolicyCommand::Run {
             file,
             call,
@@ -191,4 +213,69 @@ fn policy_run(
     out["fuel"] = answer.fuel.into();
     println!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(status: &policy::Status, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(status)?);
+        return Ok(());
+    }
+    println!("{:<4} {:<24} {:<16} {:<10} {:<18} {:>9} {:>7} {:>7}", "#", "source", "module", "version", "phases", "decisions", "denies", "errors");
+    for (i, m) in status.modules.iter().enumerate() {
+        let p = m.phases;
+        let phases: Vec<&str> = [(p.list, "list"), (p.call, "call"), (p.result, "result")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        println!(
+            "{:<4} {:<24} {:<16} {:<10} {:<18} {:>9} {:>7} {:>7}  sha256:{}",
+            i + 1,
+            m.source,
+            m.name,
+            m.version,
+            phases.join(","),
+            m.decisions,
+            m.denies,
+            m.errors,
+            &m.digest[..12]
+        );
+        if let Some(e) = &m.last_error {
+            println!("     last error: {e}");
+        }
+    }
+    for r in &status.rejected {
+        let serving = if r.serving_previous { " (previous version still serving)" } else { "" };
+        println!("rejected {}: {}{serving}", r.file, r.reason);
+    }
+    Ok(())
+}
+
+fn policy_status(dir: Option<PathBuf>, cache_dir: Option<PathBuf>, watch: bool, json: bool) -> Result<ExitCode> {
+    if let Some(d) = &dir {
+        if !d.is_dir() {
+            bail!("policy directory {} does not exist", d.display());
+        }
+    }
+    let set = policy::PolicySet::load(policy::PolicyConfig { dir, cache_dir, ..Default::default() })?;
+    print_status(&set.status(), json)?;
+    if !watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("start tokio")?;
+    runtime.block_on(async {
+        let _watch = set.watch()?;
+        let mut seen = set.chain();
+        eprintln!("watching for policy changes; Ctrl-C to stop");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+            let now = set.chain();
+            if !std::sync::Arc::ptr_eq(&now, &seen) {
+                print_status(&now.status(), json)?;
+                seen = now;
+            }
+        }
+    })
 }

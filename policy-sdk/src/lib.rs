@@ -32,6 +32,10 @@ use std::ops::BitOr;
 
 /// Re-exported so that a plugin needs no dependency but this crate.
 pub use wit_bindgen;
+/// Re-exported for typed settings: `#[derive(Deserialize)] #[serde(crate = "policy_sdk::serde")]`.
+pub use serde::{self, Deserialize};
+/// Re-exported for reading arguments and results as JSON values.
+pub use serde_json;
 
 #[doc(hidden)]
 #[allow(missing_docs)]
@@ -295,6 +299,9 @@ pub fn parse_settings<S: Settings>(json: &str) -> Result<S, String> {
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
+        // Only Wasm builds export the world: natively (unit tests, benchmarks linking several
+        // plugins into one binary) the rule is a plain Rust type.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             static SETTINGS: ::std::sync::OnceLock<<$policy as $crate::Policy>::Settings> =
                 ::std::sync::OnceLock::new();

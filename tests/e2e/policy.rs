@@ -744,3 +744,29 @@ async fn hot_reload_under_load_is_atomic_and_fast() {
     assert!(reloads >= 50, "{reloads}");
     assert_eq!(failures, 0);
 }
+
+#[test]
+fn calls_in_flight_keep_their_chain_and_duplicates_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "x.wasm", &guests::bytes(guests::HOSTILE));
+    let set = PolicySet::load(PolicyConfig { dir: Some(dir.path().into()), ..PolicyConfig::default() }).unwrap();
+    let p = member("hal", &["*:*"]);
+    let in_flight = set.chain();
+
+    // Same bytes again (a touch, a duplicate event): nothing is recompiled or swapped.
+    install(dir.path(), "x.wasm", &guests::bytes(guests::HOSTILE));
+    assert!(!set.reload(), "unchanged content is skipped");
+    assert!(Arc::ptr_eq(&in_flight, &set.chain()));
+
+    install(dir.path(), "x.wasm", &guests::bytes(guests::ROW_LIMIT));
+    std::fs::write(dir.path().join("x.toml"), "max_rows = 10").unwrap();
+    assert!(set.reload());
+    // The request that loaded the old chain still decides with it...
+    assert_eq!(denial_code(&in_flight.decide(&ask(&p, "db", "query", Some("{}")))), Some("hostile-deny"));
+    // ...while new requests see the new one.
+    assert_eq!(set.chain().decide(&ask(&p, "db", "query", Some(r#"{"limit":5}"#))), Verdict::Allow);
+    assert_eq!(denial_code(&set.chain().decide(&ask(&p, "db", "query", Some(r#"{"limit":50}"#)))), Some("too-many-rows"));
+    let m = set.status().modules.into_iter().find(|m| m.source == "x.wasm").unwrap();
+    assert_eq!((m.name.as_str(), m.decisions, m.denies, m.errors), ("row-limit", 2, 1, 0));
+    assert!(m.loaded_at_ms > 0 && m.digest.len() == 64);
+}

@@ -39,10 +39,16 @@ impl Policy for SecretsGuard {
         if !pattern::any_matches(&settings.tools, &call.server, &call.tool) {
             return Decision::abstain();
         }
+        let raw = call.arguments.as_deref().unwrap_or_default();
+        // Fast path: without escapes, the JSON text holds every key and string byte for byte, so
+        // one pass over it proves it clean. Only a hit (or escapes) pays for parsing, to find where.
+        if !raw.contains('\\') && find_secret(raw).is_none() {
+            return Decision::abstain();
+        }
         let args: Value = match call.arguments_as() {
             Some(Ok(v)) => v,
             // Not JSON: scan the text as it is.
-            _ => Value::String(call.arguments.clone().unwrap_or_default()),
+            _ => Value::String(raw.to_owned()),
         };
         match find_in_value(&args, &mut String::from("arguments")) {
             Some((kind, path)) => Decision::deny(
@@ -148,97 +154,93 @@ const SHAPES: &[Shape] = &[
     },
 ];
 
-/// The kind of the first credential found in `text`.
+/// The kind of the first credential found in `text`: one pass, dispatching on the byte that can
+/// start a credential, so clean text costs one comparison per byte.
 pub fn find_secret(text: &str) -> Option<&'static str> {
     let bytes = text.as_bytes();
-    for shape in SHAPES {
-        for prefix in shape.prefixes {
-            let mut from = 0;
-            while let Some(at) = text[from..].find(prefix).map(|i| i + from) {
-                from = at + 1;
-                if at > 0 && is_token(bytes[at - 1]) {
-                    continue;
-                }
-                let run = bytes[at + prefix.len()..]
-                    .iter()
-                    .take_while(|&&b| (shape.charset)(b))
-                    .count();
-                if (shape.min..=shape.max).contains(&run) {
-                    return Some(shape.kind);
-                }
-            }
+    for (at, &b) in bytes.iter().enumerate() {
+        let found = match b {
+            b'A' | b'a' | b'g' | b'x' | b'h' | b's' => SHAPES
+                .iter()
+                // Every prefix of a shape starts with the same byte: test only the shapes it can start.
+                .filter(|shape| shape.prefixes[0].as_bytes()[0] == b)
+                .find(|shape| shape.prefixes.iter().any(|p| shape_at(bytes, at, p, shape)))
+                .map(|shape| shape.kind)
+                .or_else(|| {
+                    matches!(b, b'a' | b'A')
+                        .then(|| aws_secret_at(bytes, at))
+                        .filter(|&hit| hit)
+                        .map(|_| "an AWS secret access key")
+                }),
+            b'-' if text[at..].starts_with("-----BEGIN ") && private_key_at(&text[at..]) => Some("a private key block"),
+            b'e' if jwt_at(bytes, at) => Some("a JSON Web Token"),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
         }
-    }
-    if has_private_key_block(text) {
-        return Some("a private key block");
-    }
-    if has_aws_secret_key(text) {
-        return Some("an AWS secret access key");
-    }
-    if has_jwt(text) {
-        return Some("a JSON Web Token");
     }
     None
 }
 
-fn has_private_key_block(text: &str) -> bool {
-    let mut from = 0;
-    while let Some(at) = text[from..].find("-----BEGIN ").map(|i| i + from) {
-        from = at + 1;
-        let header = &text[at + 11..];
-        let line = &header[..header.find("-----").unwrap_or(header.len()).min(64)];
-        if line.ends_with("PRIVATE KEY") || line.ends_with("PRIVATE KEY BLOCK") {
-            return true;
-        }
+/// `prefix` at `at`, not glued to a token character on the left, followed by a run of the shape's
+/// charset of an allowed length.
+fn shape_at(bytes: &[u8], at: usize, prefix: &str, shape: &Shape) -> bool {
+    if !bytes[at..].starts_with(prefix.as_bytes()) || (at > 0 && is_token(bytes[at - 1])) {
+        return false;
     }
-    false
+    let run = bytes[at + prefix.len()..].iter().take_while(|&&b| (shape.charset)(b)).count();
+    (shape.min..=shape.max).contains(&run)
 }
 
-/// `aws_secret_access_key` (any case, `_` or `-` or none) then `=`/`:` and 40 base64 characters.
-fn has_aws_secret_key(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase().replace(['-', '_'], "");
-    let mut from = 0;
-    while let Some(at) = lower[from..].find("awssecretaccesskey").map(|i| i + from) {
-        from = at + 1;
-        let rest = lower[at + 18..]
-            .trim_start_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
-        let Some(rest) = rest.strip_prefix(['=', ':']) else {
-            continue;
-        };
-        let rest = rest.trim_start_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
-        let run = rest
-            .bytes()
-            .take_while(|&b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
-            .count();
-        if run >= 40 {
-            return true;
-        }
-    }
-    false
+/// `-----BEGIN <up to 40 chars> PRIVATE KEY[ BLOCK]-----` starting at `text`.
+fn private_key_at(text: &str) -> bool {
+    let header = &text[11..];
+    let line = &header[..header.find("-----").unwrap_or(header.len()).min(64)];
+    line.ends_with("PRIVATE KEY") || line.ends_with("PRIVATE KEY BLOCK")
 }
 
-/// Three base64url segments separated by dots, the first two starting with `eyJ` (`{"`).
-fn has_jwt(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(at) = text[from..].find("eyJ").map(|i| i + from) {
-        from = at + 1;
-        if at > 0 && is_b64url(bytes[at - 1]) {
-            continue;
+/// `aws_secret_access_key` (any case; `_`, `-` or nothing between words) at `at`, then `=` or `:`
+/// (quotes and spaces allowed around) and 40 base64 characters.
+fn aws_secret_at(bytes: &[u8], at: usize) -> bool {
+    const WORDS: &[u8] = b"awssecretaccesskey";
+    let mut i = at;
+    for &w in WORDS {
+        while i < bytes.len() && matches!(bytes[i], b'_' | b'-') && i > at {
+            i += 1;
         }
-        let seg = |start: usize| bytes[start..].iter().take_while(|&&b| is_b64url(b)).count();
-        let h = seg(at);
-        let p_start = at + h + 1;
-        if h < 10 || bytes.get(at + h) != Some(&b'.') || !text[p_start..].starts_with("eyJ") {
-            continue;
+        if i >= bytes.len() || bytes[i].to_ascii_lowercase() != w {
+            return false;
         }
-        let p = seg(p_start);
-        let s_start = p_start + p + 1;
-        if p >= 10 && bytes.get(p_start + p) == Some(&b'.') && seg(s_start) >= 16 {
-            return true;
-        }
+        i += 1;
     }
-    false
+    let skip = |mut i: usize| {
+        while i < bytes.len() && matches!(bytes[i], b'"' | b'\'' | b' ' | b'\t') {
+            i += 1;
+        }
+        i
+    };
+    i = skip(i);
+    if i >= bytes.len() || !matches!(bytes[i], b'=' | b':') {
+        return false;
+    }
+    i = skip(i + 1);
+    bytes[i..].iter().take_while(|&&b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+').count() >= 40
+}
+
+/// Three base64url segments separated by dots at `at`, the first two starting with `eyJ` (`{"`).
+fn jwt_at(bytes: &[u8], at: usize) -> bool {
+    if !bytes[at..].starts_with(b"eyJ") || (at > 0 && is_b64url(bytes[at - 1])) {
+        return false;
+    }
+    let seg = |start: usize| bytes.get(start..).map_or(0, |s| s.iter().take_while(|&&b| is_b64url(b)).count());
+    let h = seg(at);
+    let p_start = at + h + 1;
+    if h < 10 || bytes.get(at + h) != Some(&b'.') || !bytes.get(p_start..).is_some_and(|s| s.starts_with(b"eyJ")) {
+        return false;
+    }
+    let p = seg(p_start);
+    p >= 10 && bytes.get(p_start + p) == Some(&b'.') && seg(p_start + p + 1) >= 16
 }
 
 policy_sdk::export_policy!(SecretsGuard);
@@ -358,6 +360,19 @@ mod tests {
             ..call(json!({}))
         };
         assert!(SecretsGuard::call(&raw, &s).is_deny());
+    }
+
+    #[test]
+    fn json_escapes_do_not_hide_a_secret() {
+        let s = GuardSettings::default();
+        let escaped = [
+            format!(r#"{{"u":"https:\/\/hooks.slack.com\/services\/{}"}}"#, r"T00000000\/B00000000\/XXXXXXXXXXXXXXXXXXXXXXXX"),
+            format!(r#"{{"k":"\u0041KIA{}"}}"#, "IOSFODNN7EXAMPLE"),
+        ];
+        for raw in escaped {
+            let call = ToolCall { arguments: Some(raw.clone()), ..call(json!({})) };
+            assert!(SecretsGuard::call(&call, &s).is_deny(), "{raw}");
+        }
     }
 
     #[test]
