@@ -4,11 +4,12 @@
 //! with the ratio of each case to the native baseline measured in the same run.
 
 use criterion::Criterion;
-use std::hint::black_box;
 use mcpgw::policy::{
-    InstanceStrategy, Limits, PolicyChain, PolicyEngine, Principal, Question, SECRETS_GUARD, BUILTIN_ALLOWLIST,
+    BUILTIN_ALLOWLIST, InstanceStrategy, Limits, PolicyChain, PolicyEngine, Principal, Question,
+    SECRETS_GUARD,
 };
 use policy_sdk::{Policy, ToolCall};
+use std::hint::black_box;
 use std::sync::Arc;
 
 /// The SDK's worked example, built by `build.rs` beside the embedded plugins.
@@ -25,18 +26,37 @@ fn principal() -> Principal {
 }
 
 fn chain(strategy: InstanceStrategy, modules: &[(&[u8], &str)]) -> PolicyChain {
-    let engine = PolicyEngine::new(Limits { strategy, ..Limits::default() }, None).expect("engine");
+    let engine = PolicyEngine::new(
+        Limits {
+            strategy,
+            ..Limits::default()
+        },
+        None,
+    )
+    .expect("engine");
     let loaded = modules
         .iter()
         .enumerate()
-        .map(|(i, (bytes, settings))| Arc::new(engine.load(&format!("m{i}.wasm"), bytes, settings).expect("load")))
+        .map(|(i, (bytes, settings))| {
+            Arc::new(
+                engine
+                    .load(&format!("m{i}.wasm"), bytes, settings)
+                    .expect("load"),
+            )
+        })
         .collect();
     PolicyChain::new(loaded, vec![])
 }
 
 fn benches(c: &mut Criterion) {
     let p = principal();
-    let q = Question { request_id: "req-1", principal: &p, server: "db", tool: "query", arguments: Some(ARGS) };
+    let q = Question {
+        request_id: "req-1",
+        principal: &p,
+        server: "db",
+        tool: "query",
+        arguments: Some(ARGS),
+    };
     let mut g = c.benchmark_group("decision");
 
     let native_call = ToolCall::new("db", "query")
@@ -51,7 +71,8 @@ fn benches(c: &mut Criterion) {
     g.bench_function("native secrets-guard", |b| {
         b.iter(|| secrets_guard::SecretsGuard::call(black_box(&native_call), &guard_settings))
     });
-    let rows: row_limit::RowLimitSettings = policy_sdk::parse_settings(r#"{"max_rows":100}"#).unwrap();
+    let rows: row_limit::RowLimitSettings =
+        policy_sdk::parse_settings(r#"{"max_rows":100}"#).unwrap();
     g.bench_function("native chain of three", |b| {
         b.iter(|| {
             (
@@ -63,27 +84,45 @@ fn benches(c: &mut Criterion) {
     });
 
     let allow = chain(InstanceStrategy::Warm, &[(BUILTIN_ALLOWLIST, "{}")]);
-    g.bench_function("wasm allowlist (warm)", |b| b.iter(|| allow.decide(black_box(&q))));
-    let listing = Question { arguments: None, ..q };
-    g.bench_function("wasm allowlist listing (warm)", |b| b.iter(|| allow.decide(black_box(&listing))));
+    g.bench_function("wasm allowlist (warm)", |b| {
+        b.iter(|| allow.decide(black_box(&q)))
+    });
+    let listing = Question {
+        arguments: None,
+        ..q
+    };
+    g.bench_function("wasm allowlist listing (warm)", |b| {
+        b.iter(|| allow.decide(black_box(&listing)))
+    });
     let guard = chain(InstanceStrategy::Warm, &[(SECRETS_GUARD, "{}")]);
-    g.bench_function("wasm secrets-guard (warm)", |b| b.iter(|| guard.decide(black_box(&q))));
+    g.bench_function("wasm secrets-guard (warm)", |b| {
+        b.iter(|| guard.decide(black_box(&q)))
+    });
     let three = chain(
         InstanceStrategy::Warm,
-        &[(BUILTIN_ALLOWLIST, "{}"), (SECRETS_GUARD, "{}"), (ROW_LIMIT, r#"{"max_rows":100}"#)],
+        &[
+            (BUILTIN_ALLOWLIST, "{}"),
+            (SECRETS_GUARD, "{}"),
+            (ROW_LIMIT, r#"{"max_rows":100}"#),
+        ],
     );
-    g.bench_function("wasm chain of three (warm)", |b| b.iter(|| three.decide(black_box(&q))));
+    g.bench_function("wasm chain of three (warm)", |b| {
+        b.iter(|| three.decide(black_box(&q)))
+    });
     let fresh = chain(InstanceStrategy::Fresh, &[(BUILTIN_ALLOWLIST, "{}")]);
-    g.bench_function("wasm allowlist (fresh instance)", |b| b.iter(|| fresh.decide(black_box(&q))));
+    g.bench_function("wasm allowlist (fresh instance)", |b| {
+        b.iter(|| fresh.decide(black_box(&q)))
+    });
     g.finish();
 }
 
 /// Reads criterion's median estimates back and prints them with ratios to the native baselines.
 fn print_ratios() {
-    let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("criterion").join("decision")))
-    else {
+    let Some(dir) = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors()
+            .nth(3)
+            .map(|t| t.join("criterion").join("decision"))
+    }) else {
         return;
     };
     let median = |id: &str| -> Option<f64> {
@@ -99,10 +138,18 @@ fn print_ratios() {
         ("wasm chain of three (warm)", "native chain of three"),
         ("wasm allowlist (fresh instance)", "native allowlist"),
     ];
-    println!("\n{:<34} {:>12} {:>12} {:>10}", "case", "median", "baseline", "ratio");
+    println!(
+        "\n{:<34} {:>12} {:>12} {:>10}",
+        "case", "median", "baseline", "ratio"
+    );
     for (case, base) in rows {
         if let (Some(m), Some(b)) = (median(case), median(base)) {
-            println!("{case:<34} {:>10.2}µs {:>10.3}µs {:>9.1}x", m / 1000.0, b / 1000.0, m / b);
+            println!(
+                "{case:<34} {:>10.2}µs {:>10.3}µs {:>9.1}x",
+                m / 1000.0,
+                b / 1000.0,
+                m / b
+            );
         }
     }
 }

@@ -220,7 +220,10 @@ fn print_status(status: &policy::Status, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(status)?);
         return Ok(());
     }
-    println!("{:<4} {:<24} {:<16} {:<10} {:<18} {:>9} {:>7} {:>7}", "#", "source", "module", "version", "phases", "decisions", "denies", "errors");
+    println!(
+        "{:<4} {:<24} {:<16} {:<10} {:<18} {:>9} {:>7} {:>7}",
+        "#", "source", "module", "version", "phases", "decisions", "denies", "errors"
+    );
     for (i, m) in status.modules.iter().enumerate() {
         let p = m.phases;
         let phases: Vec<&str> = [(p.list, "list"), (p.call, "call"), (p.result, "result")]
@@ -244,19 +247,32 @@ fn print_status(status: &policy::Status, json: bool) -> Result<()> {
         }
     }
     for r in &status.rejected {
-        let serving = if r.serving_previous { " (previous version still serving)" } else { "" };
+        let serving = if r.serving_previous {
+            " (previous version still serving)"
+        } else {
+            ""
+        };
         println!("rejected {}: {}{serving}", r.file, r.reason);
     }
     Ok(())
 }
 
-fn policy_status(dir: Option<PathBuf>, cache_dir: Option<PathBuf>, watch: bool, json: bool) -> Result<ExitCode> {
-    if let Some(d) = &dir {
-        if !d.is_dir() {
-            bail!("policy directory {} does not exist", d.display());
-        }
+fn policy_status(
+    dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    watch: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    if let Some(d) = &dir
+        && !d.is_dir()
+    {
+        bail!("policy directory {} does not exist", d.display());
     }
-    let set = policy::PolicySet::load(policy::PolicyConfig { dir, cache_dir, ..Default::default() })?;
+    let set = policy::PolicySet::load(policy::PolicyConfig {
+        dir,
+        cache_dir,
+        ..Default::default()
+    })?;
     print_status(&set.status(), json)?;
     if !watch {
         return Ok(ExitCode::SUCCESS);

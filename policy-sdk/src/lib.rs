@@ -30,15 +30,15 @@ extern crate self as policy_sdk;
 use serde::de::DeserializeOwned;
 use std::ops::BitOr;
 
-/// Re-exported so that a plugin needs no dependency but this crate.
-pub use wit_bindgen;
 /// Re-exported for typed settings: `#[derive(Deserialize)] #[serde(crate = "policy_sdk::serde")]`.
 pub use serde::{self, Deserialize};
 /// Re-exported for reading arguments and results as JSON values.
 pub use serde_json;
+/// Re-exported so that a plugin needs no dependency but this crate.
+pub use wit_bindgen;
 
 #[doc(hidden)]
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "policy",
@@ -323,13 +323,13 @@ macro_rules! export_policy {
                 }
                 fn inspect_result(
                     call: $crate::rt::WitToolCall,
-            result: String,
+                    result: String,
                 ) -> $crate::rt::WitDecision {
                     $crate::rt::inspect_result::<$policy>(&SETTINGS, call, result)
                 }
             }
 
-            $crate::bindings::__export_policy_world!(Export with_types_in $crate::bindings);
+    $crate::bindings::__export_policy_world!(Export with_types_in $crate::bindings);
         };
     };
 }

@@ -2,44 +2,12 @@
 
 use mcpgw::policy::{
     Error, InstanceStrategy, Limits, Outcome, PolicyChain, PolicyConfig, PolicyEngine, PolicySet,
-    Principal, Question, Verdict,
+    Verdict,
 };
-use mcpgw_tests::{guests, install, wait_until_async};
+use mcpgw_tests::{ask, guests, install, member, wait_until_async, workspace_token};
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-fn member(name: &str, grants: &[&str]) -> Principal {
-    Principal {
-        workspace: "acme".into(),
-        member: Some(name.into()),
-        grants: grants.iter().map(|g| g.to_string()).collect(),
-    }
-}
-
-fn workspace_token() -> Principal {
-    Principal {
-        workspace: "acme".into(),
-        member: None,
-        grants: vec![],
-    }
-}
-
-fn ask<'a>(
-    p: &'a Principal,
-    server: &'a str,
-    tool: &'a str,
-    args: Option<&'a str>,
-) -> Question<'a> {
-    Question {
-        request_id: "req-1",
-        principal: p,
-        server,
-        tool,
-        arguments: args,
-    }
-}
 
 fn denial_code(v: &Verdict) -> Option<&str> {
     match v {
@@ -639,117 +607,15 @@ async fn watcher_picks_up_new_changed_and_deleted_files() {
     assert!(t.is_some(), "deleted module is removed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hot_reload_under_load_is_atomic_and_fast() {
-    let dir = tempfile::tempdir().unwrap();
-    let guard = guests::bytes(guests::SECRETS_GUARD);
-    let deny = guests::bytes(guests::HOSTILE); // default mode: deny
-    install(dir.path(), "x.wasm", &guard);
-    // A generous per-call deadline: this test is about reload atomicity, not timeouts, and the
-    // evaluators share two cores with the compiler.
-    let limits = Limits {
-        timeout: Duration::from_millis(200),
-        ..Limits::default()
-    };
-    let set = PolicySet::load(PolicyConfig {
-        dir: Some(dir.path().into()),
-        limits,
-        ..PolicyConfig::default()
-    })
-    .unwrap();
-    let _watch = set.watch().unwrap();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (allows, denies, errors) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        let (set, stop, allows, denies, errors) = (
-            set.clone(),
-            stop.clone(),
-            allows.clone(),
-            denies.clone(),
-            errors.clone(),
-        );
-        tasks.push(tokio::task::spawn_blocking(move || {
-            let p = member(&format!("m{i}"), &["*:*"]);
-            while !stop.load(Ordering::Relaxed) {
-                match set
-                    .chain()
-                    .decide(&ask(&p, "db", "query", Some(r#"{"sql":"select 1"}"#)))
-                {
-                    Verdict::Allow => allows.fetch_add(1, Ordering::Relaxed),
-                    Verdict::Deny(d) if d.code == "hostile-deny" && !d.fault => {
-                        denies.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Verdict::Deny(d) => {
-                        eprintln!("unexpected decision: {d:?}");
-                        errors.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
-    let expect = |bytes: &[u8]| {
-        if bytes.as_ptr() == guard.as_ptr() {
-            "secrets-guard"
-        } else {
-            "guest-hostile"
-        }
-    };
-    let mut latencies = Vec::new();
-    for round in 0..50 {
-        let next: &[u8] = if round % 2 == 0 { &deny } else { &guard };
-        let want = expect(next);
-        let renamed = Instant::now();
-        install(dir.path(), "x.wasm", next);
-        let live = wait_until_async(Duration::from_secs(5), || {
-            set.chain().modules().iter().any(|m| m.name() == want)
-        })
-        .await
-        .unwrap_or_else(|| panic!("round {round}: {want} never went live"));
-        latencies.push(renamed.elapsed());
-        let _ = live;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    eprintln!("per-swap latencies: {latencies:?}");
-    latencies.sort();
-    let (p50, max) = (
-        latencies[latencies.len() / 2],
-        latencies[latencies.len() - 1],
-    );
-    eprintln!(
-        "reload latency over 50 swaps: p50 {p50:?}, max {max:?}; decisions: {} allow, {} deny, {} errors",
-        allows.load(Ordering::Relaxed),
-        denies.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed)
-    );
-    assert_eq!(
-        errors.load(Ordering::Relaxed),
-        0,
-        "every decision came from the old or the new module"
-    );
-    assert!(allows.load(Ordering::Relaxed) > 0 && denies.load(Ordering::Relaxed) > 0);
-    assert!(
-        max < Duration::from_millis(500),
-        "new module live within 500 ms of its rename: max {max:?}"
-    );
-    let (reloads, failures) = set.reload_counts();
-    assert!(reloads >= 50, "{reloads}");
-    assert_eq!(failures, 0);
-}
-
 #[test]
 fn calls_in_flight_keep_their_chain_and_duplicates_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), "x.wasm", &guests::bytes(guests::HOSTILE));
-    let set = PolicySet::load(PolicyConfig { dir: Some(dir.path().into()), ..PolicyConfig::default() }).unwrap();
+    let set = PolicySet::load(PolicyConfig {
+        dir: Some(dir.path().into()),
+        ..PolicyConfig::default()
+    })
+    .unwrap();
     let p = member("hal", &["*:*"]);
     let in_flight = set.chain();
 
@@ -762,11 +628,32 @@ fn calls_in_flight_keep_their_chain_and_duplicates_are_skipped() {
     std::fs::write(dir.path().join("x.toml"), "max_rows = 10").unwrap();
     assert!(set.reload());
     // The request that loaded the old chain still decides with it...
-    assert_eq!(denial_code(&in_flight.decide(&ask(&p, "db", "query", Some("{}")))), Some("hostile-deny"));
+    assert_eq!(
+        denial_code(&in_flight.decide(&ask(&p, "db", "query", Some("{}")))),
+        Some("hostile-deny")
+    );
     // ...while new requests see the new one.
-    assert_eq!(set.chain().decide(&ask(&p, "db", "query", Some(r#"{"limit":5}"#))), Verdict::Allow);
-    assert_eq!(denial_code(&set.chain().decide(&ask(&p, "db", "query", Some(r#"{"limit":50}"#)))), Some("too-many-rows"));
-    let m = set.status().modules.into_iter().find(|m| m.source == "x.wasm").unwrap();
-    assert_eq!((m.name.as_str(), m.decisions, m.denies, m.errors), ("row-limit", 2, 1, 0));
+    assert_eq!(
+        set.chain()
+            .decide(&ask(&p, "db", "query", Some(r#"{"limit":5}"#))),
+        Verdict::Allow
+    );
+    assert_eq!(
+        denial_code(
+            &set.chain()
+                .decide(&ask(&p, "db", "query", Some(r#"{"limit":50}"#)))
+        ),
+        Some("too-many-rows")
+    );
+    let m = set
+        .status()
+        .modules
+        .into_iter()
+        .find(|m| m.source == "x.wasm")
+        .unwrap();
+    assert_eq!(
+        (m.name.as_str(), m.decisions, m.denies, m.errors),
+        ("row-limit", 2, 1, 0)
+    );
     assert!(m.loaded_at_ms > 0 && m.digest.len() == 64);
 }

@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests.
 
+use mcpgw::policy::{Principal, Question};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,5 +51,39 @@ pub async fn wait_until_async(
             return None;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A member of workspace `acme` with these grants.
+pub fn member(name: &str, grants: &[&str]) -> Principal {
+    Principal {
+        workspace: "acme".into(),
+        member: Some(name.into()),
+        grants: grants.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+/// The workspace token of `acme`.
+pub fn workspace_token() -> Principal {
+    Principal {
+        workspace: "acme".into(),
+        member: None,
+        grants: vec![],
+    }
+}
+
+/// A question for the policy chain.
+pub fn ask<'a>(
+    p: &'a Principal,
+    server: &'a str,
+    tool: &'a str,
+    args: Option<&'a str>,
+) -> Question<'a> {
+    Question {
+        request_id: "req-1",
+        principal: p,
+        server,
+        tool,
+        arguments: args,
     }
 }

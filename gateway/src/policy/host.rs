@@ -342,14 +342,13 @@ impl PolicyEngine {
         }
         let component =
             Component::new(&self.engine, bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
-        if let Some(path) = &cached {
-            if let Err(e) = component
+        if let Some(path) = &cached
+            && let Err(e) = component
                 .serialize()
                 .map_err(|e| e.to_string())
                 .and_then(|b| write_atomic(path, &b))
-            {
-                tracing::warn!(path = %path.display(), error = %e, "could not write compiled-module cache entry");
-            }
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not write compiled-module cache entry");
         }
         let mut compiled = lock(&self.compiled);
         if compiled.len() >= 64 {

@@ -10,7 +10,11 @@ pub struct RowLimitSettings {
 
 impl Settings for RowLimitSettings {
     fn validate(&self) -> Result<(), String> {
-        if self.max_rows == 0 { Err("max_rows must be at least 1".into()) } else { Ok(()) }
+        if self.max_rows == 0 {
+            Err("max_rows must be at least 1".into())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -21,9 +25,13 @@ impl Policy for RowLimit {
 
     fn call(call: &ToolCall, settings: &RowLimitSettings) -> Decision {
         match call.argument::<u64>("limit") {
-            Some(n) if n > settings.max_rows => {
-                Decision::deny("too-many-rows", format!("limit {n} is over {}; ask for fewer rows", settings.max_rows))
-            }
+            Some(n) if n > settings.max_rows => Decision::deny(
+                "too-many-rows",
+                format!(
+                    "limit {n} is over {}; ask for fewer rows",
+                    settings.max_rows
+                ),
+            ),
             _ => Decision::abstain(),
         }
     }
@@ -39,11 +47,24 @@ mod tests {
     #[test]
     fn caps_the_limit_argument() {
         let s: RowLimitSettings = parse_settings(r#"{"max_rows": 100}"#).unwrap();
-        let call = |args| ToolCall::new("db", "query").with_member("alice").with_arguments(args);
+        let call = |args| {
+            ToolCall::new("db", "query")
+                .with_member("alice")
+                .with_arguments(args)
+        };
         assert!(RowLimit::call(&call(json!({"sql": "select 1", "limit": 1000})), &s).is_deny());
-        assert_eq!(RowLimit::call(&call(json!({"sql": "select 1", "limit": 10})), &s), Decision::abstain());
-        assert_eq!(RowLimit::call(&call(json!({"sql": "select 1"})), &s), Decision::abstain());
+        assert_eq!(
+            RowLimit::call(&call(json!({"sql": "select 1", "limit": 10})), &s),
+            Decision::abstain()
+        );
+        assert_eq!(
+            RowLimit::call(&call(json!({"sql": "select 1"})), &s),
+            Decision::abstain()
+        );
         assert!(parse_settings::<RowLimitSettings>(r#"{"max_rows": 0}"#).is_err());
-        assert!(parse_settings::<RowLimitSettings>("{}").is_err(), "max_rows is required");
+        assert!(
+            parse_settings::<RowLimitSettings>("{}").is_err(),
+            "max_rows is required"
+        );
     }
 }

@@ -172,7 +172,9 @@ pub fn find_secret(text: &str) -> Option<&'static str> {
                         .filter(|&hit| hit)
                         .map(|_| "an AWS secret access key")
                 }),
-            b'-' if text[at..].starts_with("-----BEGIN ") && private_key_at(&text[at..]) => Some("a private key block"),
+            b'-' if text[at..].starts_with("-----BEGIN ") && private_key_at(&text[at..]) => {
+                Some("a private key block")
+            }
             b'e' if jwt_at(bytes, at) => Some("a JSON Web Token"),
             _ => None,
         };
@@ -189,7 +191,10 @@ fn shape_at(bytes: &[u8], at: usize, prefix: &str, shape: &Shape) -> bool {
     if !bytes[at..].starts_with(prefix.as_bytes()) || (at > 0 && is_token(bytes[at - 1])) {
         return false;
     }
-    let run = bytes[at + prefix.len()..].iter().take_while(|&&b| (shape.charset)(b)).count();
+    let run = bytes[at + prefix.len()..]
+        .iter()
+        .take_while(|&&b| (shape.charset)(b))
+        .count();
     (shape.min..=shape.max).contains(&run)
 }
 
@@ -225,7 +230,11 @@ fn aws_secret_at(bytes: &[u8], at: usize) -> bool {
         return false;
     }
     i = skip(i + 1);
-    bytes[i..].iter().take_while(|&&b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+').count() >= 40
+    bytes[i..]
+        .iter()
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
+        .count()
+        >= 40
 }
 
 /// Three base64url segments separated by dots at `at`, the first two starting with `eyJ` (`{"`).
@@ -233,10 +242,17 @@ fn jwt_at(bytes: &[u8], at: usize) -> bool {
     if !bytes[at..].starts_with(b"eyJ") || (at > 0 && is_b64url(bytes[at - 1])) {
         return false;
     }
-    let seg = |start: usize| bytes.get(start..).map_or(0, |s| s.iter().take_while(|&&b| is_b64url(b)).count());
+    let seg = |start: usize| {
+        bytes
+            .get(start..)
+            .map_or(0, |s| s.iter().take_while(|&&b| is_b64url(b)).count())
+    };
     let h = seg(at);
     let p_start = at + h + 1;
-    if h < 10 || bytes.get(at + h) != Some(&b'.') || !bytes.get(p_start..).is_some_and(|s| s.starts_with(b"eyJ")) {
+    if h < 10
+        || bytes.get(at + h) != Some(&b'.')
+        || !bytes.get(p_start..).is_some_and(|s| s.starts_with(b"eyJ"))
+    {
         return false;
     }
     let p = seg(p_start);
@@ -366,11 +382,17 @@ mod tests {
     fn json_escapes_do_not_hide_a_secret() {
         let s = GuardSettings::default();
         let escaped = [
-            format!(r#"{{"u":"https:\/\/hooks.slack.com\/services\/{}"}}"#, r"T00000000\/B00000000\/XXXXXXXXXXXXXXXXXXXXXXXX"),
+            format!(
+                r#"{{"u":"https:\/\/hooks.slack.com\/services\/{}"}}"#,
+                r"T00000000\/B00000000\/XXXXXXXXXXXXXXXXXXXXXXXX"
+            ),
             format!(r#"{{"k":"\u0041KIA{}"}}"#, "IOSFODNN7EXAMPLE"),
         ];
         for raw in escaped {
-            let call = ToolCall { arguments: Some(raw.clone()), ..call(json!({})) };
+            let call = ToolCall {
+                arguments: Some(raw.clone()),
+                ..call(json!({}))
+            };
             assert!(SecretsGuard::call(&call, &s).is_deny(), "{raw}");
         }
     }
