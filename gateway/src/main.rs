@@ -1,8 +1,10 @@
 //! The `mcpgw` command: wiring only; the work is in the library.
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mcpgw::config::Config;
 use mcpgw::policy::{self, Limits, PolicyEngine, host::wit_types};
+use mcpgw::store::{self, Store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,15 +15,144 @@ use std::process::ExitCode;
     about = "A gateway for the Model Context Protocol"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct Global {
+    /// Config file (TOML); default: ./mcpgw.toml if present. See docs/config.md.
+    #[arg(long, global = true, env = "MCPGW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL (`sqlite://PATH` or `postgres://...`), overriding the config file.
+    #[arg(long, global = true)]
+    database: Option<String>,
+    /// Print lists as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway: identity snapshot, policy chain (hot-reloaded) and the admin API.
+    Serve {
+        /// MCP listener address.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Admin API listener address, or `off`.
+        #[arg(long)]
+        admin_listen: Option<String>,
+        /// Policy directory.
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+    },
+    /// Workspaces: the unit of tenancy.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
+    /// Upstream MCP servers of a workspace.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Members of a workspace.
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Bearer tokens: per member, or the workspace token.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Which tools a member may see and call (`server:tool` patterns, `*` globs).
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// Turn a workspace's enforcement on (denials refuse calls) or off (denials are would-deny).
+    Enforce { workspace: String, state: OnOff },
     /// Work with policy modules offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCmd {
+    /// Create a workspace (enforcement starts off).
+    Create { name: String },
+    /// Delete a workspace with its servers, members, tokens and grants.
+    Delete { name: String },
+    /// List workspaces.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ServerCmd {
+    /// Add an upstream server.
+    Add {
+        workspace: String,
+        name: String,
+        url: String,
+        /// A header to send upstream: 'Name: value' (stored as given).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// A header whose value is read from an environment variable: 'Name: ENV_VAR' (only the name is stored).
+        #[arg(long = "header-env")]
+        header_envs: Vec<String>,
+    },
+    /// Remove an upstream server.
+    Remove { workspace: String, name: String },
+    /// List a workspace's servers.
+    List { workspace: String },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Add a member.
+    Add { workspace: String, member: String },
+    /// Remove a member, revoking all their tokens and grants.
+    Remove { workspace: String, member: String },
+    /// List a workspace's members.
+    List { workspace: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Issue a token (for MEMBER, or the workspace token); prints the token alone, once.
+    Issue {
+        workspace: String,
+        member: Option<String>,
+        /// Lifetime: 90s, 15m, 12h, 30d, 4w.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List a workspace's tokens (ids and prefixes, never the tokens).
+    List { workspace: String },
+    /// Revoke a token by id.
+    Revoke { token_id: String },
+}
+
+#[derive(Subcommand)]
+enum GrantCmd {
+    /// Grant patterns to a member.
+    Add {
+        workspace: String,
+        member: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Take patterns away from a member.
+    Remove {
+        workspace: String,
+        member: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// List grants of a workspace, or of one member.
+    List {
+        workspace: String,
+        member: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -46,9 +177,6 @@ enum PolicyCommand {
         /// Keep watching the directory.
         #[arg(long)]
         watch: bool,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Evaluate one question with a module and print its decision and the fuel (instructions) used.
     Run {
@@ -71,7 +199,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MCPGW_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -84,7 +212,20 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_config(g: &Global) -> Result<Config> {
+    let mut config = Config::load(g.config.as_deref())?;
+    if let Some(db) = &g.database {
+        config.database = db.clone();
+    }
+    Ok(config)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("start tokio")
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    let g = cli.global;
     match cli.command {
         Command::Policy(PolicyCommand::Check { file, settings }) => {
             policy_check(&file, settings.as_deref())
@@ -93,15 +234,242 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             cache_dir,
             watch,
-            json,
-        }) => policy_status(dir, cache_dir, watch, json),
+        }) => policy_status(dir, cache_dir, watch, g.json),
         Command::Policy(PolicyCommand::Run {
             file,
             call,
             result,
             settings,
         }) => policy_run(&file, &call, result.as_deref(), settings.as_deref()),
+        Command::Serve {
+            listen,
+            admin_listen,
+            policy_dir,
+        } => {
+            let mut config = load_config(&g)?;
+            if let Some(l) = listen {
+                config.listen = l.parse().with_context(|| format!("--listen {l}"))?;
+            }
+            match admin_listen.as_deref() {
+                Some("off") => config.admin_listen = None,
+                Some(a) => {
+                    config.admin_listen =
+                        Some(a.parse().with_context(|| format!("--admin-listen {a}"))?)
+                }
+                None => {}
+            }
+            if let Some(d) = policy_dir {
+                config.policy.dir = Some(d);
+            }
+            runtime()?.block_on(mcpgw::run(config, mcpgw::shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let config = load_config(&g)?;
+            runtime()?.block_on(async move {
+                let store = Store::connect(&config.database)
+                    .await
+                    .with_context(|| format!("open {}", redact_url(&config.database)))?;
+                admin_command(&store, command, g.json).await
+            })
+        }
     }
+}
+
+/// The database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn time(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) if ms > 0 => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
+        )
+        .to_string(),
+        _ => "-".into(),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn admin_command(store: &Store, command: Command, json: bool) -> Result<ExitCode> {
+    match command {
+        Command::Workspace(WorkspaceCmd::Create { name }) => {
+            store.workspace_create(&name).await?;
+            println!(
+                "created workspace {name} (enforcement off: denials are logged as would-deny)"
+            );
+        }
+        Command::Workspace(WorkspaceCmd::Delete { name }) => {
+            store.workspace_delete(&name).await?;
+            println!("deleted workspace {name}");
+        }
+        Command::Workspace(WorkspaceCmd::List) => {
+            let list = store.workspace_list().await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<24} {:<8} CREATED", "NAME", "ENFORCE");
+                for w in list {
+                    println!(
+                        "{:<24} {:<8} {}",
+                        w.name,
+                        if w.enforce { "on" } else { "off" },
+                        time(Some(w.created_ms))
+                    );
+                }
+            }
+        }
+        Command::Server(ServerCmd::Add {
+            workspace,
+            name,
+            url,
+            headers,
+            header_envs,
+        }) => {
+            let mut specs = Vec::new();
+            for h in &headers {
+                specs.push(store::parse_header(h, false)?);
+            }
+            for h in &header_envs {
+                specs.push(store::parse_header(h, true)?);
+            }
+            store.server_add(&workspace, &name, &url, specs).await?;
+            println!("added server {name} to {workspace}");
+        }
+        Command::Server(ServerCmd::Remove { workspace, name }) => {
+            store.server_remove(&workspace, &name).await?;
+            println!("removed server {name} from {workspace}");
+        }
+        Command::Server(ServerCmd::List { workspace }) => {
+            let list = store.server_list(&workspace).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<16} {:<40} HEADERS", "NAME", "URL");
+                for s in list {
+                    let headers: Vec<String> = s
+                        .headers
+                        .iter()
+                        .map(|h| match &h.env {
+                            Some(env) => format!("{} (from ${env})", h.name),
+                            None => h.name.clone(),
+                        })
+                        .collect();
+                    println!("{:<16} {:<40} {}", s.name, s.url, headers.join(", "));
+                }
+            }
+        }
+        Command::Member(MemberCmd::Add { workspace, member }) => {
+            store.member_add(&workspace, &member).await?;
+            println!("added member {member} to {workspace}");
+        }
+        Command::Member(MemberCmd::Remove { workspace, member }) => {
+            store.member_remove(&workspace, &member).await?;
+            println!("removed member {member} from {workspace}; their tokens and grants are gone");
+        }
+        Command::Member(MemberCmd::List { workspace }) => {
+            let list = store.member_list(&workspace).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<32} CREATED", "NAME");
+                for m in list {
+                    println!("{:<32} {}", m.name, time(Some(m.created_ms)));
+                }
+            }
+        }
+        Command::Token(TokenCmd::Issue {
+            workspace,
+            member,
+            expires,
+        }) => {
+            let ttl = expires.as_deref().map(store::parse_duration).transpose()?;
+            let issued = store
+                .token_issue(&workspace, member.as_deref(), ttl)
+                .await?;
+            // The token alone on stdout, once; the id for revocation on stderr.
+            println!("{}", issued.token);
+            eprintln!(
+                "issued {} ({}); it is shown only now",
+                issued.info.id, issued.info.prefix
+            );
+        }
+        Command::Token(TokenCmd::List { workspace }) => {
+            let list = store.token_list(&workspace).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!(
+                    "{:<22} {:<20} {:<14} {:<21} {:<21} LAST USED",
+                    "ID", "MEMBER", "PREFIX", "CREATED", "EXPIRES"
+                );
+                for t in list {
+                    println!(
+                        "{:<22} {:<20} {:<14} {:<21} {:<21} {}",
+                        t.id,
+                        t.member.as_deref().unwrap_or("(workspace)"),
+                        t.prefix,
+                        time(Some(t.created_ms)),
+                        time(t.expires_ms),
+                        time(t.last_used_ms)
+                    );
+                }
+            }
+        }
+        Command::Token(TokenCmd::Revoke { token_id }) => {
+            store.token_revoke(&token_id, None).await?;
+            println!("revoked {token_id}");
+        }
+        Command::Grant(GrantCmd::Add {
+            workspace,
+            member,
+            patterns,
+        }) => {
+            store.grant_add(&workspace, &member, &patterns).await?;
+            println!("granted {} to {member}", patterns.join(" "));
+        }
+        Command::Grant(GrantCmd::Remove {
+            workspace,
+            member,
+            patterns,
+        }) => {
+            store.grant_remove(&workspace, &member, &patterns).await?;
+            println!("removed {} from {member}", patterns.join(" "));
+        }
+        Command::Grant(GrantCmd::List { workspace, member }) => {
+            let list = store.grant_list(&workspace, member.as_deref()).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<32} PATTERN", "MEMBER");
+                for g in list {
+                    println!("{:<32} {}", g.member, g.pattern);
+                }
+            }
+        }
+        Command::Enforce { workspace, state } => {
+            let on = matches!(state, OnOff::On);
+            store.enforce_set(&workspace, on).await?;
+            println!(
+                "enforcement {} for {workspace}",
+                if on { "on" } else { "off" }
+            );
+        }
+        Command::Serve { .. } | Command::Policy(_) => bail!("not an admin command"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_inputs(file: &Path, settings: Option<&Path>) -> Result<(Vec<u8>, String)> {

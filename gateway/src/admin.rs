@@ -1,0 +1,354 @@
+//! The admin HTTP API: the CLI's operations as JSON over HTTP, on its own listener (loopback by
+//! default), behind an admin bearer token compared in constant time. Reference: docs/admin-api.md.
+
+use crate::config::Secret;
+use crate::identity::Directory;
+use crate::policy::PolicySet;
+use crate::store::{self, HeaderSpec};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use subtle::ConstantTimeEq as _;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the admin API works on.
+pub struct Admin {
+    /// Identity snapshot and its store.
+    pub directory: Arc<Directory>,
+    /// Live policy chain, for status.
+    pub policies: Arc<PolicySet>,
+    /// The admin bearer token.
+    pub token: Secret,
+}
+
+/// Admin API errors, each with an HTTP status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No or wrong admin token.
+    #[error("admin token required")]
+    Unauthorized,
+    /// No such route.
+    #[error("no route for {0} {1}")]
+    NoRoute(Method, String),
+    /// The body is not the JSON the route expects.
+    #[error("invalid request body: {0}")]
+    Body(String),
+    /// The body is over the limit.
+    #[error("request body over {MAX_BODY} bytes")]
+    TooLarge,
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::NoRoute(..) => (StatusCode::NOT_FOUND, "no_route"),
+            Error::Body(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            Error::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::Store(e) => match e {
+                store::Error::Duplicate(..) => (StatusCode::CONFLICT, e.code()),
+                store::Error::NotFound(..) => (StatusCode::NOT_FOUND, e.code()),
+                store::Error::Invalid(_) => (StatusCode::BAD_REQUEST, e.code()),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, e.code()),
+            },
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, code) = self.status_and_code();
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "admin request failed");
+            "internal error; see the gateway log".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut resp = json_response(
+            status,
+            &json!({"error": {"code": code, "message": message}}),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Error> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::TooLarge
+            } else {
+                Error::Body(e.to_string())
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| Error::Body(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnforceBody {
+    enforce: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerBody {
+    name: String,
+    url: String,
+    #[serde(default)]
+    headers: Vec<HeaderSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    #[serde(default)]
+    member: Option<String>,
+    #[serde(default)]
+    expires: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    member: String,
+    patterns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    token: String,
+}
+
+impl Admin {
+    /// Serves one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let result = self.route(req).await;
+        let resp = result.unwrap_or_else(Error::into_response);
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), "admin request");
+        Ok(resp)
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(given.as_bytes().ct_eq(self.token.expose().as_bytes()))
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Error> {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        if req.method() == Method::GET && segments == ["healthz"] {
+            return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+        }
+        if !self.authorized(&req) {
+            return Err(Error::Unauthorized);
+        }
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let store = self.directory.store();
+        let method = req.method().clone();
+        let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+        let created = |v: Value| Ok(json_response(StatusCode::CREATED, &v));
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["v1", "workspaces"]) => ok(to_json(&store.workspace_list().await?)),
+            (&Method::POST, ["v1", "workspaces"]) => {
+                let body: NameBody = read_json(req).await?;
+                let ws = store.workspace_create(&body.name).await?;
+                self.changed().await;
+                created(to_json(&ws))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws]) => {
+                store.workspace_delete(ws).await?;
+                self.changed().await;
+                ok(json!({"deleted": ws}))
+            }
+            (&Method::PUT, ["v1", "workspaces", ws, "enforce"]) => {
+                let body: EnforceBody = read_json(req).await?;
+                store.enforce_set(ws, body.enforce).await?;
+                self.changed().await;
+                ok(json!({"workspace": ws, "enforce": body.enforce}))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "servers"]) => {
+                ok(to_json(&store.server_list(ws).await?))
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "servers"]) => {
+                let body: ServerBody = read_json(req).await?;
+                let server = store
+                    .server_add(ws, &body.name, &body.url, body.headers)
+                    .await?;
+                self.changed().await;
+                created(to_json(&server))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "servers", name]) => {
+                store.server_remove(ws, name).await?;
+                self.changed().await;
+                ok(json!({"deleted": name}))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "members"]) => {
+                ok(to_json(&store.member_list(ws).await?))
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "members"]) => {
+                let body: NameBody = read_json(req).await?;
+                let member = store.member_add(ws, &body.name).await?;
+                self.changed().await;
+                created(to_json(&member))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "members", name]) => {
+                store.member_remove(ws, name).await?;
+                self.changed().await;
+                ok(json!({"deleted": name}))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "tokens"]) => {
+                ok(to_json(&store.token_list(ws).await?))
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "tokens"]) => {
+                let body: TokenBody = read_json(req).await?;
+                let ttl = body
+                    .expires
+                    .as_deref()
+                    .map(store::parse_duration)
+                    .transpose()?;
+                let issued = store.token_issue(ws, body.member.as_deref(), ttl).await?;
+                self.changed().await;
+                created(to_json(&issued))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "tokens", id]) => {
+                store.token_revoke(id, Some(ws)).await?;
+                self.changed().await;
+                ok(json!({"revoked": id}))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "grants"]) => {
+                let member = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("member="))
+                    .filter(|m| !m.is_empty());
+                ok(to_json(&store.grant_list(ws, member).await?))
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "grants"]) => {
+                let body: GrantBody = read_json(req).await?;
+                store.grant_add(ws, &body.member, &body.patterns).await?;
+                self.changed().await;
+                ok(to_json(&store.grant_list(ws, Some(&body.member)).await?))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "grants"]) => {
+                let body: GrantBody = read_json(req).await?;
+                store.grant_remove(ws, &body.member, &body.patterns).await?;
+                self.changed().await;
+                ok(to_json(&store.grant_list(ws, Some(&body.member)).await?))
+            }
+            (&Method::POST, ["v1", "tokens", "verify"]) => {
+                let body: VerifyBody = read_json(req).await?;
+                // Checked against this process's snapshot: what a request arriving now would get.
+                ok(
+                    match self
+                        .directory
+                        .snapshot()
+                        .authenticate(&body.token, store::now_ms())
+                    {
+                        Ok(id) => json!({
+                            "valid": true,
+                            "token_id": id.token_id,
+                            "workspace": id.principal.workspace,
+                            "member": id.principal.member,
+                        }),
+                        Err(e) => json!({"valid": false, "reason": e.to_string()}),
+                    },
+                )
+            }
+            (&Method::GET, ["v1", "policy", "status"]) => ok(to_json(&self.policies.status())),
+            _ => Err(Error::NoRoute(method, path)),
+        }
+    }
+
+    /// After a write: make it hold on this process at once (other processes follow via the watcher).
+    async fn changed(&self) {
+        if let Err(e) = self.directory.reload().await {
+            tracing::warn!(error = %e, "identity reload after admin change failed");
+        }
+    }
+}
+
+/// Accepts admin connections on `listener` until `shutdown` resolves.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    // Bounded: the admin API is for operators and scripts, not traffic.
+    let permits = Arc::new(tokio::sync::Semaphore::new(64));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin API connection limit reached; closing");
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| admin.clone().handle(req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,212 @@
+//! Configuration: `RawConfig` is what the TOML file says (unknown fields refused); [`Config`] is
+//! validated, with defaults filled in and `MCPGW_*` environment overrides applied. Command-line
+//! flags override both (see `main.rs`). Every field is documented in `docs/config.md`.
+
+use crate::policy::{InstanceStrategy, Limits, PolicyConfig};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors of loading configuration; each names the file, field or variable.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file cannot be read.
+    #[error("read {0}: {1}")]
+    Read(String, String),
+    /// The file is not valid configuration.
+    #[error("{0}: {1}")]
+    Parse(String, String),
+    /// A value is out of range or malformed.
+    #[error("invalid {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// The config file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `sqlite://PATH` or `postgres://…`; default `sqlite://<data_dir>/mcpgw.db`.
+    pub database: Option<String>,
+    /// Where the SQLite database and the compiled-module cache live; default `./mcpgw-data`.
+    pub data_dir: Option<PathBuf>,
+    /// MCP listener address; default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Admin API listener address, or `off`; default `127.0.0.1:8081`.
+    pub admin_listen: Option<String>,
+    /// The admin API token itself (prefer `admin_token_env`).
+    pub admin_token: Option<String>,
+    /// Environment variable that holds the admin token; default `MCPGW_ADMIN_TOKEN`.
+    pub admin_token_env: Option<String>,
+    /// Policy engine settings.
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+/// `[policy]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Directory of extra policy modules (`*.wasm`, `NAME.toml` settings beside each).
+    pub dir: Option<PathBuf>,
+    /// Per-module evaluation deadline in milliseconds; default 10.
+    pub timeout_ms: Option<u64>,
+    /// Per-instance memory cap in MiB; default 16.
+    pub memory_mb: Option<u64>,
+    /// `warm` (default) or `fresh`.
+    pub instance_strategy: Option<InstanceStrategy>,
+    /// Idle warm instances kept per module; default 32.
+    pub max_idle_instances: Option<usize>,
+    /// Settings of the built-in allowlist, for example `workspace_token = "grants"`.
+    pub allowlist: Option<toml::Table>,
+}
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Database URL.
+    pub database: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// MCP listener.
+    pub listen: SocketAddr,
+    /// Admin API listener; `None` when off.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin API token; required when the admin listener is on.
+    pub admin_token: Option<Secret>,
+    /// Policy engine.
+    pub policy: PolicyConfig,
+}
+
+/// Reads `MCPGW_<name>`; an empty value counts as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, Error> {
+    value
+        .parse()
+        .map_err(|e| Error::Invalid(field, format!("{value:?}: {e}")))
+}
+
+impl Config {
+    /// Loads `path` (or `mcpgw.toml` in the working directory if it exists, or nothing), then
+    /// applies environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
+        let raw = match path {
+            Some(p) => Self::read(p)?,
+            None if Path::new("mcpgw.toml").exists() => Self::read(Path::new("mcpgw.toml"))?,
+            None => RawConfig::default(),
+        };
+        Config::try_from(raw)
+    }
+
+    fn read(path: &Path) -> Result<RawConfig, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Read(path.display().to_string(), e.to_string()))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Parse(path.display().to_string(), e.message().to_owned()))
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = Error;
+
+    fn try_from(raw: RawConfig) -> Result<Config, Error> {
+        let data_dir = env("MCPGW_DATA_DIR")
+            .map(PathBuf::from)
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from("mcpgw-data"));
+        let database = env("MCPGW_DATABASE_URL")
+            .or(raw.database)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mcpgw.db").display()));
+        let listen = parse_addr(
+            "listen",
+            &env("MCPGW_LISTEN")
+                .or(raw.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+        )?;
+        let admin_listen = match env("MCPGW_ADMIN_LISTEN").or(raw.admin_listen).as_deref() {
+            Some("off") => None,
+            Some(a) => Some(parse_addr("admin_listen", a)?),
+            None => Some(parse_addr("admin_listen", "127.0.0.1:8081")?),
+        };
+        let token_env = raw
+            .admin_token_env
+            .unwrap_or_else(|| "MCPGW_ADMIN_TOKEN".into());
+        let admin_token = env(&token_env).or(raw.admin_token).map(Secret);
+        if let Some(t) = &admin_token
+            && t.0.len() < 16
+        {
+            return Err(Error::Invalid(
+                "admin_token",
+                "must be at least 16 characters".into(),
+            ));
+        }
+        let p = raw.policy;
+        let defaults = Limits::default();
+        let timeout =
+            Duration::from_millis(p.timeout_ms.unwrap_or(defaults.timeout.as_millis() as u64));
+        let memory_bytes = p
+            .memory_mb
+            .map(|m| m as usize * 1024 * 1024)
+            .unwrap_or(defaults.memory_bytes);
+        match (timeout.as_millis(), memory_bytes) {
+            (0, _) | (1001.., _) => {
+                return Err(Error::Invalid(
+                    "policy.timeout_ms",
+                    "must be 1..=1000".into(),
+                ));
+            }
+            (_, m) if !(1024 * 1024..=1024 * 1024 * 1024).contains(&m) => {
+                return Err(Error::Invalid(
+                    "policy.memory_mb",
+                    "must be 1..=1024".into(),
+                ));
+            }
+            _ => {}
+        }
+        let policy = PolicyConfig {
+            dir: env("MCPGW_POLICY_DIR").map(PathBuf::from).or(p.dir),
+            cache_dir: Some(data_dir.join("policy-cache")),
+            limits: Limits {
+                timeout,
+                memory_bytes,
+                strategy: p.instance_strategy.unwrap_or(defaults.strategy),
+                max_idle_instances: p.max_idle_instances.unwrap_or(defaults.max_idle_instances),
+            },
+            allowlist_settings: serde_json::to_value(p.allowlist.unwrap_or_default())
+                .map_err(|e| Error::Invalid("policy.allowlist", e.to_string()))?,
+            ..PolicyConfig::default()
+        };
+        Ok(Config {
+            database,
+            data_dir,
+            listen,
+            admin_listen,
+            admin_token,
+            policy,
+        })
+    }
+}

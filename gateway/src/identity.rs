@@ -1,0 +1,359 @@
+//! Who is calling: an in-memory snapshot of every token hash, member, grant, workspace and server,
+//! rebuilt from the store whenever it changes, so that authenticating a request is one hash lookup
+//! with no database round trip.
+//!
+//! Changes hold within 100 ms on the process that made them (it reloads right after writing) and
+//! within a second on every other process sharing the database: SQLite is polled with
+//! `PRAGMA data_version` every 100 ms; PostgreSQL pushes `NOTIFY mcpgw_identity` from triggers, with
+//! a full resync every 30 s and after every reconnect in case a notification was lost.
+
+use crate::policy::Principal;
+use crate::store::{self, Db, HeaderSpec, Store, TOKEN_PREFIX, now_ms};
+use arc_swap::ArcSwap;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use subtle::ConstantTimeEq as _;
+
+/// Why a bearer token is refused. Each is a 401; the messages never echo the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not a token this gateway issued, or revoked.
+    #[error("invalid or revoked token")]
+    Invalid,
+    /// The token's lifetime is over.
+    #[error("token expired")]
+    Expired,
+}
+
+/// A workspace as requests see it.
+#[derive(Debug)]
+pub struct WorkspaceView {
+    /// Name.
+    pub name: String,
+    /// Enforcement switch: off turns denials into would-deny.
+    pub enforce: bool,
+    /// Upstream servers by name.
+    pub servers: HashMap<String, ServerView>,
+}
+
+/// An upstream server as requests see it.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    /// Name in the workspace.
+    pub name: String,
+    /// Streamable HTTP endpoint.
+    pub url: String,
+    /// Headers to inject (values from environment variables are resolved when forwarding).
+    pub headers: Vec<HeaderSpec>,
+}
+
+/// An authenticated caller.
+#[derive(Debug)]
+pub struct Identity {
+    /// Token id (`tok_…`), for the audit trail.
+    pub token_id: String,
+    /// What the policy chain is told: workspace, member, grants.
+    pub principal: Principal,
+    /// The caller's workspace.
+    pub workspace: Arc<WorkspaceView>,
+    expires_ms: Option<i64>,
+    hash: [u8; 32],
+}
+
+/// The immutable state one request sees.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    tokens: HashMap<[u8; 32], Arc<Identity>>,
+    workspaces: HashMap<String, Arc<WorkspaceView>>,
+}
+
+impl Snapshot {
+    fn build(rows: store::Rows) -> Snapshot {
+        let mut servers: HashMap<i64, HashMap<String, ServerView>> = HashMap::new();
+        for (ws, name, url, headers) in rows.servers {
+            let headers = serde_json::from_str(&headers).unwrap_or_else(|e| {
+                tracing::error!(server = %name, error = %e, "stored headers unreadable; sending none");
+                Vec::new()
+            });
+            servers
+                .entry(ws)
+                .or_default()
+                .insert(name.clone(), ServerView { name, url, headers });
+        }
+        let workspaces: HashMap<i64, Arc<WorkspaceView>> = rows
+            .workspaces
+            .into_iter()
+            .map(|(id, name, enforce)| {
+                let view = WorkspaceView {
+                    name,
+                    enforce,
+                    servers: servers.remove(&id).unwrap_or_default(),
+                };
+                (id, Arc::new(view))
+            })
+            .collect();
+        let mut grants: HashMap<i64, Vec<String>> = HashMap::new();
+        for (member, pattern) in rows.grants {
+            grants.entry(member).or_default().push(pattern);
+        }
+        let members: HashMap<i64, String> = rows
+            .members
+            .into_iter()
+            .map(|(id, _, name)| (id, name))
+            .collect();
+        let mut tokens = HashMap::new();
+        for (id, ws, member, hash, expires_ms) in rows.tokens {
+            let (Some(workspace), Some(digest)) = (workspaces.get(&ws), parse_hash(&hash)) else {
+                continue;
+            };
+            let (member, grants) = match member {
+                Some(m) => match members.get(&m) {
+                    Some(name) => (
+                        Some(name.clone()),
+                        grants.get(&m).cloned().unwrap_or_default(),
+                    ),
+                    None => continue,
+                },
+                None => (None, Vec::new()),
+            };
+            let principal = Principal {
+                workspace: workspace.name.clone(),
+                member,
+                grants,
+            };
+            let identity = Identity {
+                token_id: id,
+                principal,
+                workspace: workspace.clone(),
+                expires_ms,
+                hash: digest,
+            };
+            tokens.insert(digest, Arc::new(identity));
+        }
+        let workspaces = workspaces
+            .into_values()
+            .map(|w| (w.name.clone(), w))
+            .collect();
+        Snapshot { tokens, workspaces }
+    }
+
+    /// Resolves a bearer token. One SHA-256 and one hash-map lookup; the stored hash is compared
+    /// again in constant time.
+    pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<Arc<Identity>, AuthError> {
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+            return Err(AuthError::Invalid);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let identity = self.tokens.get(&digest).ok_or(AuthError::Invalid)?;
+        if !bool::from(identity.hash.ct_eq(&digest)) {
+            return Err(AuthError::Invalid);
+        }
+        if identity.expires_ms.is_some_and(|e| e <= now_ms) {
+            return Err(AuthError::Expired);
+        }
+        Ok(identity.clone())
+    }
+
+    /// A workspace by name.
+    pub fn workspace(&self, name: &str) -> Option<&Arc<WorkspaceView>> {
+        self.workspaces.get(name)
+    }
+
+    /// Number of live tokens.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+fn parse_hash(stored: &str) -> Option<[u8; 32]> {
+    let hex_digest = stored.strip_prefix("sha256:")?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut out).ok()?;
+    Some(out)
+}
+
+/// The live snapshot plus the machinery that keeps it current.
+pub struct Directory {
+    store: Store,
+    snapshot: ArcSwap<Snapshot>,
+    /// Token ids seen since the last flush, with the time; written to the store in batches.
+    used: Mutex<HashMap<String, i64>>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Directory {
+    /// Loads the first snapshot.
+    pub async fn open(store: Store) -> Result<Arc<Directory>, store::Error> {
+        let snapshot = Snapshot::build(store.rows().await?);
+        Ok(Arc::new(Directory {
+            store,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            used: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The store behind the snapshot.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Authenticates a bearer token against the current snapshot and notes its use.
+    pub fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        let now = now_ms();
+        let identity = self.snapshot.load().authenticate(token, now)?;
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(identity.token_id.clone(), now);
+        }
+        Ok(identity)
+    }
+
+    /// Rebuilds the snapshot from the store and swaps it in.
+    pub async fn reload(&self) -> Result<(), store::Error> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let snapshot = Snapshot::build(self.store.rows().await?);
+        tracing::debug!(
+            tokens = snapshot.token_count(),
+            "identity snapshot reloaded"
+        );
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    async fn flush_used(&self) {
+        let batch: Vec<(String, i64)> = match self.used.lock() {
+            Ok(mut used) => used.drain().collect(),
+            Err(_) => return,
+        };
+        if !batch.is_empty()
+            && let Err(e) = self.store.touch_tokens(&batch).await
+        {
+            tracing::warn!(error = %e, "could not record token last-used times");
+        }
+    }
+
+    /// Keeps the snapshot current until the returned handle is dropped: watches the database for
+    /// changes by any process and flushes token last-used times.
+    pub fn watch(self: &Arc<Self>) -> WatchHandle {
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let mut flush = tokio::time::interval(Duration::from_secs(5));
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            match this.store.db().clone() {
+                Db::Sqlite(pool) => this.watch_sqlite(pool, &mut flush).await,
+                Db::Postgres(pool) => this.watch_postgres(pool, &mut flush).await,
+            }
+        });
+        WatchHandle { task }
+    }
+
+    async fn reload_logged(&self) {
+        if let Err(e) = self.reload().await {
+            tracing::warn!(error = %e, "identity reload failed; keeping the previous snapshot");
+        }
+    }
+
+    async fn watch_sqlite(&self, pool: sqlx::SqlitePool, flush: &mut tokio::time::Interval) {
+        // `data_version` changes when another connection commits, so poll it on a connection of
+        // our own (held for the life of the watcher).
+        let mut last: Option<i64> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conn = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = flush.tick() => { self.flush_used().await; continue; }
+            }
+            if conn.is_none() {
+                conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "identity watcher: no connection"))
+                    .ok();
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                .fetch_one(&mut **c)
+                .await
+            {
+                Ok(v) => {
+                    if last.is_some_and(|l| l != v) {
+                        self.reload_logged().await;
+                    }
+                    last = Some(v);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "identity watcher: data_version failed");
+                    conn = None;
+                }
+            }
+        }
+    }
+
+    async fn watch_postgres(&self, pool: sqlx::PgPool, flush: &mut tokio::time::Interval) {
+        let mut resync = tokio::time::interval(Duration::from_secs(30));
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        loop {
+            if listener.is_none() {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen("mcpgw_identity").await {
+                        Ok(()) => {
+                            listener = Some(l);
+                            // Anything could have changed while we were not listening.
+                            self.reload_logged().await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "identity watcher: LISTEN failed"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "identity watcher: cannot connect"),
+                }
+                if listener.is_none() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+            let Some(l) = listener.as_mut() else { continue };
+            tokio::select! {
+                n = l.try_recv() => match n {
+                    Ok(Some(_)) => {
+                        // Coalesce a burst of notifications into one reload.
+                        while let Ok(Ok(Some(_))) = tokio::time::timeout(Duration::from_millis(5), l.try_recv()).await {}
+                        self.reload_logged().await;
+                    }
+                    Ok(None) => {
+                        tracing::warn!("identity watcher: connection lost; resyncing");
+                        self.reload_logged().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "identity watcher: listener failed");
+                        listener = None;
+                    }
+                },
+                _ = resync.tick() => self.reload_logged().await,
+                _ = flush.tick() => self.flush_used().await,
+            }
+        }
+    }
+}
+
+/// Stops the directory's watcher when dropped.
+pub struct WatchHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
