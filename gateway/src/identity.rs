@@ -3,8 +3,10 @@
 //! with no database round trip.
 //!
 //! Changes hold within 100 ms on the process that made them (it reloads right after writing) and
-//! within a second on every other process sharing the database: SQLite is polled with
-//! `PRAGMA data_version` every 100 ms; PostgreSQL pushes `NOTIFY mcpgw_identity` from triggers, with
+//! within a second on every other process sharing the database: in SQLite, triggers bump a revision
+//! counter that every process polls every 100 ms through its pool (`PRAGMA data_version` is per
+//! connection, and a pool hands out any connection); PostgreSQL pushes `NOTIFY mcpgw_identity` from
+//! triggers, with
 //! a full resync every 30 s and after every reconnect in case a notification was lost.
 
 use crate::policy::Principal;
@@ -264,39 +266,28 @@ impl Directory {
     }
 
     async fn watch_sqlite(&self, pool: sqlx::SqlitePool, flush: &mut tokio::time::Interval) {
-        // `data_version` changes when another connection commits, so poll it on a connection of
-        // our own (held for the life of the watcher).
+        // Triggers bump `identity_revision` on every change; polling one row is cheap.
         let mut last: Option<i64> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut conn = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = flush.tick() => { self.flush_used().await; continue; }
             }
-            if conn.is_none() {
-                conn = pool
-                    .acquire()
-                    .await
-                    .map_err(|e| tracing::warn!(error = %e, "identity watcher: no connection"))
-                    .ok();
-            }
-            let Some(c) = conn.as_mut() else { continue };
-            match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-                .fetch_one(&mut **c)
+            match sqlx::query_scalar::<_, i64>("SELECT n FROM identity_revision WHERE id = 1")
+                .fetch_one(&pool)
                 .await
             {
-                Ok(v) => {
-                    if last.is_some_and(|l| l != v) {
+                Ok(n) => {
+                    // Also on the first poll: a change between loading the snapshot and starting
+                    // the watcher must not be missed.
+                    if last != Some(n) {
                         self.reload_logged().await;
                     }
-                    last = Some(v);
+                    last = Some(n);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "identity watcher: data_version failed");
-                    conn = None;
-                }
+                Err(e) => tracing::warn!(error = %e, "identity watcher: cannot read the revision"),
             }
         }
     }

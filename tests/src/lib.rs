@@ -1,5 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 
+pub mod db;
+
 use mcpgw::policy::{Principal, Question};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -85,5 +87,85 @@ pub fn ask<'a>(
         server,
         tool,
         arguments: args,
+    }
+}
+
+/// A gateway running in this process on a real listener (`127.0.0.1:0`), stopped on drop.
+pub struct TestGateway {
+    /// Base URL of the admin API.
+    pub admin_url: String,
+    /// The admin token.
+    pub admin_token: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway on `database` with default policy settings; returns once it answers.
+    pub async fn start(database: &str) -> TestGateway {
+        let data_dir = std::env::temp_dir().join(format!("mcpgw-test-{}", std::process::id()));
+        let config = mcpgw::config::Config {
+            database: database.to_owned(),
+            data_dir,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+            admin_token: None,
+            policy: mcpgw::policy::PolicyConfig::default(),
+        };
+        let admin_token = "test-admin-token-0123456789".to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let secret = mcpgw::config::Secret::new(admin_token.clone());
+        let task = tokio::spawn(mcpgw::run_with(config, Some((listener, secret)), async {
+            let _ = rx.await;
+        }));
+        let gw = TestGateway {
+            admin_url,
+            admin_token,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        let health = format!("{}/healthz", gw.admin_url);
+        let client = reqwest::Client::new();
+        for _ in 0..500 {
+            if client
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return gw;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("gateway did not come up on {}", gw.admin_url);
+    }
+
+    /// An admin API request with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.admin_url))
+            .bearer_auth(&self.admin_token)
+    }
+
+    /// Stops the gateway and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("gateway task").expect("gateway run");
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 }

@@ -42,3 +42,29 @@ CREATE TABLE grants (
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (member_id, pattern)
 );
+
+-- Every mcpgw process polls this counter (every 100 ms) and reloads its snapshot when it moves, so
+-- a change made by any process (or by hand in the sqlite3 shell) holds everywhere within a second.
+-- last_used_ms updates are bookkeeping and do not count.
+CREATE TABLE identity_revision (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n  INTEGER NOT NULL
+);
+INSERT INTO identity_revision (id, n) VALUES (1, 0);
+
+CREATE TRIGGER workspaces_insert AFTER INSERT ON workspaces BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER workspaces_update AFTER UPDATE ON workspaces BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER workspaces_delete AFTER DELETE ON workspaces BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER servers_insert AFTER INSERT ON servers BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER servers_update AFTER UPDATE ON servers BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER servers_delete AFTER DELETE ON servers BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER members_insert AFTER INSERT ON members BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER members_update AFTER UPDATE ON members BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER members_delete AFTER DELETE ON members BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER grants_insert AFTER INSERT ON grants BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER grants_update AFTER UPDATE ON grants BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER grants_delete AFTER DELETE ON grants BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER tokens_insert AFTER INSERT ON tokens BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER tokens_update AFTER UPDATE OF hash, expires_ms, member_id, workspace_id ON tokens
+    BEGIN UPDATE identity_revision SET n = n + 1; END;
+CREATE TRIGGER tokens_delete AFTER DELETE ON tokens BEGIN UPDATE identity_revision SET n = n + 1; END;

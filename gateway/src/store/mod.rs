@@ -166,6 +166,9 @@ pub struct Grant {
     pub pattern: String,
 }
 
+/// A token row: (id, workspace id, member id or `None` for the workspace token, hash, expiry ms).
+pub type TokenRow = (String, i64, Option<i64>, String, Option<i64>);
+
 /// Every row the in-memory snapshot is built from.
 #[derive(Debug, Default)]
 pub struct Rows {
@@ -177,8 +180,8 @@ pub struct Rows {
     pub members: Vec<(i64, i64, String)>,
     /// (member id, pattern)
     pub grants: Vec<(i64, String)>,
-    /// (id, workspace id, member id, hash, expires)
-    pub tokens: Vec<(String, i64, Option<i64>, String, Option<i64>)>,
+    /// Every token.
+    pub tokens: Vec<TokenRow>,
 }
 
 /// Prefix of every token.

@@ -1,0 +1,434 @@
+//! Identity and administration on both databases: tokens, grants, enforcement, bad input, and how
+//! fast a change holds. SQLite always; PostgreSQL from `DATABASE_URL` (set by scripts/test).
+
+use mcpgw::identity::{AuthError, Directory};
+use mcpgw::policy::{Outcome, PolicyConfig, PolicySet, Verdict};
+use mcpgw::store::{self, Db, Store};
+use mcpgw_tests::db::TestDb;
+use mcpgw_tests::{ask, wait_until_async};
+use std::time::{Duration, Instant};
+
+async fn open(db: &TestDb) -> (Store, std::sync::Arc<Directory>) {
+    let store = Store::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", db.backend));
+    let directory = Directory::open(store.clone()).await.unwrap();
+    (store, directory)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_issue_verify_revoke_and_expire() {
+    for db in TestDb::all().await {
+        let (store, dir) = open(&db).await;
+        store.workspace_create("acme").await.unwrap();
+        store.member_add("acme", "alice").await.unwrap();
+        store.member_add("acme", "bob").await.unwrap();
+        let alice = store
+            .token_issue("acme", Some("alice"), None)
+            .await
+            .unwrap();
+        let bob = store.token_issue("acme", Some("bob"), None).await.unwrap();
+        let system = store.token_issue("acme", None, None).await.unwrap();
+        assert!(
+            alice.token.starts_with("mcpgw_") && alice.token.len() == 6 + 64,
+            "256 bits, hex"
+        );
+        assert_eq!(alice.info.prefix, alice.token[..12]);
+        dir.reload().await.unwrap();
+
+        let id = dir.authenticate(&alice.token).unwrap();
+        assert_eq!(id.principal.member.as_deref(), Some("alice"));
+        assert_eq!(id.principal.workspace, "acme");
+        assert_eq!(id.token_id, alice.info.id);
+        assert_eq!(
+            dir.authenticate(&system.token).unwrap().principal.member,
+            None,
+            "workspace token"
+        );
+        assert_eq!(
+            dir.authenticate("mcpgw_0000").unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(dir.authenticate("").unwrap_err(), AuthError::Invalid);
+        let flipped = format!("{}0", &alice.token[..alice.token.len() - 1]);
+        assert_eq!(dir.authenticate(&flipped).unwrap_err(), AuthError::Invalid);
+
+        // Revoking alice's token ends her access and nobody else's.
+        store.token_revoke(&alice.info.id, None).await.unwrap();
+        dir.reload().await.unwrap();
+        assert_eq!(
+            dir.authenticate(&alice.token).unwrap_err(),
+            AuthError::Invalid,
+            "{}",
+            db.backend
+        );
+        assert!(dir.authenticate(&bob.token).is_ok());
+        assert!(dir.authenticate(&system.token).is_ok());
+
+        // Expiry.
+        let short = store
+            .token_issue("acme", Some("bob"), Some(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        dir.reload().await.unwrap();
+        assert!(dir.authenticate(&short.token).is_ok());
+        expire_now(&store, &short.info.id).await;
+        dir.reload().await.unwrap();
+        assert_eq!(
+            dir.authenticate(&short.token).unwrap_err(),
+            AuthError::Expired,
+            "{}",
+            db.backend
+        );
+
+        // Removing a member revokes all their tokens.
+        let bob2 = store.token_issue("acme", Some("bob"), None).await.unwrap();
+        store.member_remove("acme", "bob").await.unwrap();
+        dir.reload().await.unwrap();
+        assert_eq!(
+            dir.authenticate(&bob.token).unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(
+            dir.authenticate(&bob2.token).unwrap_err(),
+            AuthError::Invalid
+        );
+        assert!(dir.authenticate(&system.token).is_ok());
+        let listed = store.token_list("acme").await.unwrap();
+        assert_eq!(
+            listed.len(),
+            1,
+            "only the workspace token is left: {listed:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_and_enforcement_feed_the_policy_chain() {
+    let policies =
+        tokio::task::spawn_blocking(|| PolicySet::load(PolicyConfig::default()).unwrap())
+            .await
+            .unwrap();
+    for db in TestDb::all().await {
+        let (store, dir) = open(&db).await;
+        store.workspace_create("acme").await.unwrap();
+        store.member_add("acme", "alice").await.unwrap();
+        store
+            .grant_add("acme", "alice", &["db:*".into(), "*:search".into()])
+            .await
+            .unwrap();
+        let token = store
+            .token_issue("acme", Some("alice"), None)
+            .await
+            .unwrap()
+            .token;
+        dir.reload().await.unwrap();
+
+        let decide = |server: &'static str, tool: &'static str| {
+            let id = dir.authenticate(&token).unwrap();
+            let verdict = policies
+                .chain()
+                .decide(&ask(&id.principal, server, tool, Some("{}")));
+            Outcome::enforce(verdict, id.workspace.enforce)
+        };
+        assert_eq!(decide("db", "query"), Outcome::Allowed, "{}", db.backend);
+        assert_eq!(decide("web", "search"), Outcome::Allowed);
+        // Enforcement starts off: a denial is a would-deny.
+        assert!(matches!(decide("ci", "deploy"), Outcome::WouldDeny(d) if d.code == "not-granted"));
+        store.enforce_set("acme", true).await.unwrap();
+        dir.reload().await.unwrap();
+        assert!(matches!(decide("ci", "deploy"), Outcome::Denied(_)));
+        store
+            .grant_add("acme", "alice", &["ci:deploy".into()])
+            .await
+            .unwrap();
+        dir.reload().await.unwrap();
+        assert_eq!(decide("ci", "deploy"), Outcome::Allowed);
+        store
+            .grant_remove("acme", "alice", &["db:*".into()])
+            .await
+            .unwrap();
+        dir.reload().await.unwrap();
+        assert!(matches!(decide("db", "query"), Outcome::Denied(_)));
+        let grants: Vec<String> = store
+            .grant_list("acme", Some("alice"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.pattern)
+            .collect();
+        assert_eq!(grants, ["*:search", "ci:deploy"]);
+        let _ = Verdict::Allow;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_changes_nothing() {
+    for db in TestDb::all().await {
+        let (store, _dir) = open(&db).await;
+        store.workspace_create("acme").await.unwrap();
+        store.workspace_create("other").await.unwrap();
+        store.member_add("acme", "alice").await.unwrap();
+        store
+            .server_add("acme", "db", "http://127.0.0.1:9/mcp", vec![])
+            .await
+            .unwrap();
+        let other_token = store.token_issue("other", None, None).await.unwrap();
+        let before = snapshot(&store).await;
+
+        let cases: Vec<(&str, store::Error)> = vec![
+            (
+                "duplicate workspace",
+                store.workspace_create("acme").await.unwrap_err(),
+            ),
+            (
+                "duplicate member",
+                store.member_add("acme", "alice").await.unwrap_err(),
+            ),
+            (
+                "duplicate server",
+                store
+                    .server_add("acme", "db", "http://x/mcp", vec![])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "unknown workspace",
+                store.member_add("nope", "bob").await.unwrap_err(),
+            ),
+            (
+                "unknown member",
+                store
+                    .token_issue("acme", Some("ghost"), None)
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "unknown member grant",
+                store
+                    .grant_add("acme", "ghost", &["db:*".into()])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "unknown token",
+                store.token_revoke("tok_nope", None).await.unwrap_err(),
+            ),
+            (
+                "token of another workspace",
+                store
+                    .token_revoke(&other_token.info.id, Some("acme"))
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "unknown grant",
+                store
+                    .grant_remove("acme", "alice", &["db:*".into()])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "malformed pattern",
+                store
+                    .grant_add("acme", "alice", &["db:*".into(), "nocolon".into()])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "pattern with spaces",
+                store
+                    .grant_add("acme", "alice", &["db:drop table".into()])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "invalid url",
+                store
+                    .server_add("acme", "x", "not a url", vec![])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "non-http url",
+                store
+                    .server_add("acme", "x", "file:///etc/passwd", vec![])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "invalid server name",
+                store
+                    .server_add("acme", "Bad_Name", "http://x/mcp", vec![])
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "invalid workspace name",
+                store.workspace_create("a b").await.unwrap_err(),
+            ),
+            (
+                "invalid member name",
+                store.member_add("acme", "").await.unwrap_err(),
+            ),
+            (
+                "unknown workspace enforce",
+                store.enforce_set("nope", true).await.unwrap_err(),
+            ),
+            (
+                "bad header",
+                store::parse_header("no colon here", false).unwrap_err(),
+            ),
+            (
+                "bad header env",
+                store::parse_header("Authorization: 1BAD", true).unwrap_err(),
+            ),
+            ("bad duration", store::parse_duration("30x").unwrap_err()),
+            ("zero duration", store::parse_duration("0d").unwrap_err()),
+        ];
+        for (what, err) in &cases {
+            let expected = match *what {
+                w if w.starts_with("duplicate") => "duplicate",
+                w if w.starts_with("unknown") || w.starts_with("token of") => "not_found",
+                _ => "invalid",
+            };
+            assert_eq!(err.code(), expected, "{}: {what}: {err}", db.backend);
+            assert!(
+                !err.to_string().contains("mcpgw_"),
+                "no token in error messages"
+            );
+        }
+        assert_eq!(
+            snapshot(&store).await,
+            before,
+            "{}: bad input changed nothing",
+            db.backend
+        );
+    }
+}
+
+async fn snapshot(store: &Store) -> String {
+    let mut out = format!("{:?}", store.workspace_list().await.unwrap());
+    for ws in ["acme", "other"] {
+        out += &format!(
+            "{:?}{:?}{:?}{:?}",
+            store.member_list(ws).await.unwrap(),
+            store.server_list(ws).await.unwrap(),
+            store.token_list(ws).await.unwrap(),
+            store.grant_list(ws, None).await.unwrap()
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_holds_no_token_in_clear() {
+    let db = TestDb::sqlite();
+    let (store, _dir) = open(&db).await;
+    store.workspace_create("acme").await.unwrap();
+    store.member_add("acme", "alice").await.unwrap();
+    let issued = store
+        .token_issue("acme", Some("alice"), None)
+        .await
+        .unwrap();
+    let hash = store::token_hash(&issued.token);
+    let path = db.sqlite_path.clone().unwrap();
+    let mut files = vec![path.clone()];
+    files.extend(
+        ["-wal", "-shm"]
+            .iter()
+            .map(|s| std::path::PathBuf::from(format!("{}{s}", path.display()))),
+    );
+    let mut all = Vec::new();
+    for f in files.iter().filter(|f| f.exists()) {
+        all.extend(std::fs::read(f).unwrap());
+    }
+    let haystack = String::from_utf8_lossy(&all);
+    assert!(
+        !haystack.contains(&issued.token),
+        "token in clear in the database files"
+    );
+    assert!(
+        !haystack.contains(&issued.token["mcpgw_".len()..]),
+        "token body in clear"
+    );
+    assert!(
+        haystack.contains(&hash["sha256:".len()..]),
+        "the hash is what is stored"
+    );
+    if let Some(pg) = TestDb::postgres().await {
+        let (store, _dir) = open(&pg).await;
+        store.workspace_create("acme").await.unwrap();
+        let issued = store.token_issue("acme", None, None).await.unwrap();
+        let Db::Postgres(pool) = store.db() else {
+            unreachable!()
+        };
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, prefix, hash FROM tokens")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let dump = format!("{rows:?}");
+        assert!(!dump.contains(&issued.token) && dump.contains(&store::token_hash(&issued.token)));
+    }
+}
+
+/// A change made through the store is seen by another process's watcher; here a second
+/// `Directory` on its own pool stands in for that process (the cross-process test with two real
+/// `mcpgw serve` processes is `gateway/tests/cluster.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_a_watching_directory_within_a_second() {
+    for db in TestDb::all().await {
+        let (store, _) = open(&db).await;
+        store.workspace_create("acme").await.unwrap();
+        store.member_add("acme", "alice").await.unwrap();
+        let token = store
+            .token_issue("acme", Some("alice"), None)
+            .await
+            .unwrap();
+        let other_pool = Store::connect(&db.url).await.unwrap();
+        let watcher = Directory::open(other_pool).await.unwrap();
+        let _watch = watcher.watch();
+        assert!(watcher.authenticate(&token.token).is_ok());
+
+        // First an enforcement switch, which also proves the watcher is running...
+        store.enforce_set("acme", true).await.unwrap();
+        let took = wait_until_async(Duration::from_secs(2), || {
+            watcher
+                .snapshot()
+                .workspace("acme")
+                .is_some_and(|w| w.enforce)
+        })
+        .await;
+        assert!(
+            took.is_some_and(|t| t < Duration::from_secs(1)),
+            "{}: enforcement switch {took:?}",
+            db.backend
+        );
+
+        // ...then the revocation, timed from the write to the first refusal.
+        let started = Instant::now();
+        store.token_revoke(&token.info.id, None).await.unwrap();
+        let took = wait_until_async(Duration::from_secs(2), || {
+            watcher.authenticate(&token.token).is_err()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{}: revocation never reached the watcher", db.backend));
+        eprintln!(
+            "{}: revocation seen by another directory after {:?}",
+            db.backend,
+            started.elapsed()
+        );
+        assert!(took < Duration::from_secs(1), "{}: {took:?}", db.backend);
+    }
+}
+
+/// Backdates a token's expiry, as if its lifetime had run out.
+async fn expire_now(store: &Store, id: &str) {
+    let sql = "UPDATE tokens SET expires_ms = 1 WHERE id = $1";
+    match store.db() {
+        Db::Sqlite(p) => sqlx::query(sql).bind(id).execute(p).await.map(|_| ()),
+        Db::Postgres(p) => sqlx::query(sql).bind(id).execute(p).await.map(|_| ()),
+    }
+    .unwrap();
+}
