@@ -102,3 +102,167 @@ fn policy_status_lists_the_chain() {
             .contains("WAT text")
     );
 }
+
+fn admin(dir: &std::path::Path, args: &[&str]) -> Output {
+    let db = format!("sqlite://{}", dir.join("mcpgw.db").display());
+    Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args(args)
+        .args(["--database", &db])
+        .current_dir(dir)
+        .output()
+        .expect("run mcpgw")
+}
+
+#[test]
+fn the_identity_cli_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let o = admin(dir.path(), args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    };
+    ok(&["workspace", "create", "acme"]);
+    ok(&[
+        "server",
+        "add",
+        "acme",
+        "db",
+        "http://127.0.0.1:9000/mcp",
+        "--header",
+        "X-Team: core",
+        "--header-env",
+        "Authorization: DB_TOKEN",
+    ]);
+    ok(&["member", "add", "acme", "alice"]);
+    ok(&["grant", "add", "acme", "alice", "db:*", "*:search"]);
+    let issued = ok(&["token", "issue", "acme", "alice", "--expires", "30d"]);
+    let lines: Vec<&str> = issued.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout is the token alone: {issued:?}");
+    assert!(lines[0].starts_with("mcpgw_") && lines[0].len() == 70);
+    let workspace_token = ok(&["token", "issue", "acme"]);
+    assert!(workspace_token.trim().starts_with("mcpgw_"));
+
+    let tokens: serde_json::Value =
+        serde_json::from_str(&ok(&["token", "list", "acme", "--json"])).unwrap();
+    assert_eq!(tokens.as_array().unwrap().len(), 2);
+    assert!(
+        !tokens.to_string().contains(lines[0]),
+        "lists never show a token"
+    );
+    assert_eq!(tokens[0]["member"], "alice");
+    assert!(tokens[0]["expires_ms"].as_i64().unwrap() > tokens[0]["created_ms"].as_i64().unwrap());
+    let grants: serde_json::Value =
+        serde_json::from_str(&ok(&["grant", "list", "acme", "alice", "--json"])).unwrap();
+    assert_eq!(
+        grants,
+        serde_json::json!([{"member": "alice", "pattern": "*:search"}, {"member": "alice", "pattern": "db:*"}])
+    );
+    let servers: serde_json::Value =
+        serde_json::from_str(&ok(&["server", "list", "acme", "--json"])).unwrap();
+    assert_eq!(
+        servers[0]["headers"][1],
+        serde_json::json!({"name": "Authorization", "env": "DB_TOKEN"})
+    );
+    assert!(
+        ok(&["workspace", "list"]).contains("acme")
+            && ok(&["member", "list", "acme"]).contains("alice")
+    );
+    ok(&["enforce", "acme", "on"]);
+    let ws: serde_json::Value =
+        serde_json::from_str(&ok(&["workspace", "list", "--json"])).unwrap();
+    assert_eq!(ws[0]["enforce"], true);
+    let id = tokens[0]["id"].as_str().unwrap();
+    ok(&["token", "revoke", id]);
+    ok(&["grant", "remove", "acme", "alice", "db:*"]);
+    ok(&["member", "remove", "acme", "alice"]);
+    ok(&["server", "remove", "acme", "db"]);
+
+    // Bad input: exit 1, a clear message on stderr, nothing changed.
+    for (args, message) in [
+        (
+            &["workspace", "create", "acme"][..],
+            "workspace \"acme\" already exists",
+        ),
+        (
+            &["member", "add", "nope", "bob"][..],
+            "unknown workspace \"nope\"",
+        ),
+        (
+            &["token", "revoke", "tok_missing"][..],
+            "unknown token \"tok_missing\"",
+        ),
+        (
+            &["token", "issue", "acme", "ghost"][..],
+            "unknown member \"ghost\"",
+        ),
+        (
+            &["token", "issue", "acme", "--expires", "soon"][..],
+            "invalid duration",
+        ),
+        (
+            &["server", "add", "acme", "x", "ftp://x"][..],
+            "invalid url",
+        ),
+        (
+            &[
+                "server", "add", "acme", "x", "http://x", "--header", "nocolon",
+            ][..],
+            "invalid header",
+        ),
+    ] {
+        let o = admin(dir.path(), args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let o = admin(dir.path(), &["grant", "add", "acme", "bob", "db"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid pattern"));
+    assert_eq!(
+        ok(&["token", "list", "acme", "--json"])
+            .matches("tok_")
+            .count(),
+        1,
+        "only the workspace token is left"
+    );
+}
+
+#[test]
+fn the_config_file_selects_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcpgw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"sqlite://{}/from-config.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args([
+            "workspace",
+            "create",
+            "cfg",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(dir.path().join("from-config.db").exists());
+    std::fs::write(&config, "databse = \"typo\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args(["workspace", "list", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown field `databse`"),
+        "{o:?}"
+    );
+}
