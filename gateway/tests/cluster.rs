@@ -2,6 +2,7 @@
 //! within a second. Real processes, real HTTP, SQLite file and PostgreSQL schema.
 
 #[path = "../../tests/src/db.rs"]
+#[allow(dead_code)] // shared with tests/, which uses all of it
 mod db;
 
 use db::TestDb;
