@@ -26,20 +26,6 @@ pub fn install(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// Polls `cond` every millisecond until it holds or `timeout` passes; returns the time it took.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Async form of [`wait_until`].
 pub async fn wait_until_async(
     timeout: Duration,
     mut cond: impl FnMut() -> bool,
