@@ -38,6 +38,10 @@ pub struct RawConfig {
     pub admin_token: Option<String>,
     /// Environment variable that holds the admin token; default `MCPGW_ADMIN_TOKEN`.
     pub admin_token_env: Option<String>,
+    /// Time to connect to an upstream, in milliseconds; default 5000.
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// Time for an upstream to start answering (response headers), in milliseconds; default 30000.
+    pub upstream_timeout_ms: Option<u64>,
     /// Policy engine settings.
     #[serde(default)]
     pub policy: RawPolicy,
@@ -95,6 +99,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Admin API token; required when the admin listener is on.
     pub admin_token: Option<Secret>,
+    /// Time to connect to an upstream.
+    pub upstream_connect_timeout: Duration,
+    /// Time for an upstream to send its response headers (streams may then run longer).
+    pub upstream_timeout: Duration,
     /// Policy engine.
     pub policy: PolicyConfig,
 }
@@ -200,12 +208,16 @@ impl TryFrom<RawConfig> for Config {
                 .map_err(|e| Error::Invalid("policy.allowlist", e.to_string()))?,
             ..PolicyConfig::default()
         };
+        let upstream_connect_timeout = Duration::from_millis(raw.upstream_connect_timeout_ms.unwrap_or(5_000));
+        let upstream_timeout = Duration::from_millis(raw.upstream_timeout_ms.unwrap_or(30_000));
         Ok(Config {
             database,
             data_dir,
             listen,
             admin_listen,
             admin_token,
+            upstream_connect_timeout,
+            upstream_timeout,
             policy,
         })
     }

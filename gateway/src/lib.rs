@@ -2,10 +2,13 @@
 //!
 //! Modules, in the order a request meets them:
 //! - [`config`]: `RawConfig` (the file) → [`config::Config`] (validated, env overrides applied).
+//! - [`listener`]: accept loops with connection limits and graceful shutdown.
+//! - [`mcp`]: the MCP endpoint `/mcp/{server}`: route, authenticate, check, decide, forward, relay.
 //! - [`identity`]: bearer token → [`identity::Identity`] from an in-memory snapshot of the store,
 //!   kept current across processes.
 //! - [`policy`]: the Wasm policy chain that decides every `tools/call` and `tools/list` visibility,
 //!   with hot reload of the policy directory.
+//! - [`upstream`]: the pooled HTTP client to upstream MCP servers.
 //! - [`store`]: workspaces, servers, members, tokens and grants in SQLite or PostgreSQL.
 //! - [`admin`]: the admin HTTP API over the store and the policy status.
 #![warn(missing_docs)]
@@ -13,15 +16,25 @@
 pub mod admin;
 pub mod config;
 pub mod identity;
+pub mod listener;
+pub mod mcp;
 pub mod policy;
 pub mod store;
+pub mod upstream;
 
 use anyhow::Context as _;
 use std::future::Future;
 use std::sync::Arc;
 
-/// Runs the gateway until `shutdown` resolves: opens the store, loads the identity snapshot and
-/// the policy chain, keeps both current, and serves the admin API when configured.
+/// The sockets the gateway serves: bound by [`run`], or by tests on `127.0.0.1:0`.
+pub struct Listeners {
+    /// The MCP endpoint.
+    pub mcp: tokio::net::TcpListener,
+    /// The admin API and its token; `None` when it is off.
+    pub admin: Option<(tokio::net::TcpListener, config::Secret)>,
+}
+
+/// Runs the gateway until `shutdown` resolves: binds the configured addresses, then [`run_with`].
 pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let admin = match config.admin_listen {
         Some(addr) => {
@@ -29,28 +42,23 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
                 "the admin API needs a token: set MCPGW_ADMIN_TOKEN (or admin_token_env in the config), \
                  or turn it off with admin_listen = \"off\"",
             )?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("bind admin API on {addr}"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind admin API on {addr}"))?;
             Some((listener, token))
         }
         None => None,
     };
-    run_with(config, admin, shutdown).await
+    let mcp = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind the MCP listener on {}", config.listen))?;
+    run_with(config, Listeners { mcp, admin }, shutdown).await
 }
 
-/// [`run`] on an already bound admin listener (tests bind `127.0.0.1:0`).
-pub async fn run_with(
-    config: config::Config,
-    admin: Option<(tokio::net::TcpListener, config::Secret)>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let store = store::Store::connect(&config.database)
-        .await
-        .context("open the database")?;
-    let directory = identity::Directory::open(store)
-        .await
-        .context("load identities")?;
+/// Opens the store, loads the identity snapshot and the policy chain, keeps both current, and
+/// serves the MCP endpoint (and the admin API) until `shutdown` resolves; then stops accepting and
+/// lets requests in flight finish (bounded).
+pub async fn run_with(config: config::Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database).await.context("open the database")?;
+    let directory = identity::Directory::open(store).await.context("load identities")?;
     let _identity_watch = directory.watch();
     let policy_config = config.policy.clone();
     let policies = tokio::task::spawn_blocking(move || policy::PolicySet::load(policy_config))
@@ -61,26 +69,48 @@ pub async fn run_with(
         Some(_) => Some(policies.watch()?),
         None => None,
     };
-    tokio::pin!(shutdown);
-    match admin {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let limits = listener::ListenerLimits::default();
+    let mcp_addr = listeners.mcp.local_addr()?;
+    let proxy = Arc::new(mcp::Proxy::new(
+        directory.clone(),
+        policies.clone(),
+        upstream::Upstream::new(config.upstream_connect_timeout, config.upstream_timeout),
+        mcp::Limits::default(),
+    ));
+    // Ready lines on stdout say where to reach us: scripts and tests read them.
+    println!("mcpgw MCP endpoint listening on http://{mcp_addr}/mcp/{{server}}");
+    tracing::info!(addr = %mcp_addr, "MCP endpoint listening");
+    let mcp_task = tokio::spawn(listener::serve(
+        "mcp",
+        listeners.mcp,
+        limits.clone(),
+        move |req| proxy.clone().handle(req),
+        stopped(),
+    ));
+    let admin_task = match listeners.admin {
         Some((listener, token)) => {
             let addr = listener.local_addr()?;
-            // The first line on stdout says where to reach us: scripts and tests read it.
             println!("mcpgw admin API listening on http://{addr}");
             tracing::info!(%addr, "admin API listening");
-            let admin = Arc::new(admin::Admin {
-                directory: directory.clone(),
-                policies: policies.clone(),
-                token,
-            });
-            admin::serve(admin, listener, shutdown).await;
+            let admin = Arc::new(admin::Admin { directory: directory.clone(), policies: policies.clone(), token });
+            Some(tokio::spawn(listener::serve("admin", listener, limits, move |req| admin.clone().handle(req), stopped())))
         }
-        None => {
-            println!("mcpgw running (admin API off)");
-            shutdown.await;
-        }
-    }
+        None => None,
+    };
+    shutdown.await;
     tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = mcp_task.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     Ok(())
 }
 

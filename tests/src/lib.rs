@@ -80,6 +80,8 @@ pub fn ask<'a>(
 pub struct TestGateway {
     /// Base URL of the admin API.
     pub admin_url: String,
+    /// Base URL of the MCP listener (`{mcp_url}/mcp/{server}`).
+    pub mcp_url: String,
     /// The admin token.
     pub admin_token: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -89,6 +91,11 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway on `database` with default policy settings; returns once it answers.
     pub async fn start(database: &str) -> TestGateway {
+        Self::start_with(database, mcpgw::policy::PolicyConfig::default()).await
+    }
+
+    /// Starts a gateway on `database` with these policy settings.
+    pub async fn start_with(database: &str, policy: mcpgw::policy::PolicyConfig) -> TestGateway {
         let data_dir = std::env::temp_dir().join(format!("mcpgw-test-{}", std::process::id()));
         let config = mcpgw::config::Config {
             database: database.to_owned(),
@@ -96,20 +103,26 @@ impl TestGateway {
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
             admin_token: None,
-            policy: mcpgw::policy::PolicyConfig::default(),
+            upstream_connect_timeout: Duration::from_secs(2),
+            upstream_timeout: Duration::from_secs(5),
+            policy,
         };
         let admin_token = "test-admin-token-0123456789".to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind admin");
         let admin_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let mcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mcp");
+        let mcp_url = format!("http://{}", mcp.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let secret = mcpgw::config::Secret::new(admin_token.clone());
-        let task = tokio::spawn(mcpgw::run_with(config, Some((listener, secret)), async {
+        let listeners = mcpgw::Listeners { mcp, admin: Some((listener, secret)) };
+        let task = tokio::spawn(mcpgw::run_with(config, listeners, async {
             let _ = rx.await;
         }));
         let gw = TestGateway {
             admin_url,
+            mcp_url,
             admin_token,
             shutdown: Some(tx),
             task: Some(task),

@@ -1,0 +1,168 @@
+//! Forwarding to upstream MCP servers: one pooled HTTP client for all of them, the server's
+//! configured headers added, the client's token and hop-by-hop headers never passed on.
+
+use crate::identity::ServerView;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// Why an upstream could not be reached. Each becomes a JSON-RPC error naming the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server's URL cannot be used.
+    #[error("upstream {server} has an unusable url: {reason}")]
+    Url {
+        /// Server name.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// A configured header's environment variable is not set.
+    #[error("upstream {server} needs environment variable {var}, which is not set")]
+    MissingEnv {
+        /// Server name.
+        server: String,
+        /// Variable name.
+        var: String,
+    },
+    /// Connecting or sending failed.
+    #[error("upstream {server} unreachable: {reason}")]
+    Unreachable {
+        /// Server name.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// No response headers within the timeout.
+    #[error("upstream {server} did not answer within {0:?}", .timeout)]
+    Timeout {
+        /// Server name.
+        server: String,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+/// Headers a client may send that the upstream needs to see. Everything else (the client's
+/// `Authorization`, cookies, hop-by-hop headers, `Host`) stays at the gateway.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "user-agent",
+];
+
+/// Response headers relayed back to the client.
+const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "cache-control",
+    "x-accel-buffering",
+    "retry-after",
+    "allow",
+];
+
+/// The pooled client.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client with these timeouts.
+    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Upstream { client, response_timeout }
+    }
+
+    /// Sends `method` with `body` to `server`, copying the allowed headers from `incoming` and
+    /// adding the server's own. Resolves when the response headers arrive; the body streams.
+    pub async fn forward(
+        &self,
+        server: &ServerView,
+        method: Method,
+        incoming: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, Error> {
+        let url_error = |reason: String| Error::Url { server: server.name.clone(), reason };
+        let uri: http::Uri = server.url.parse().map_err(|e: http::uri::InvalidUri| url_error(e.to_string()))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(url_error("only http:// upstreams are supported by this build".into()));
+        }
+        let mut req = Request::builder().method(method).uri(uri);
+        let headers = req.headers_mut().ok_or_else(|| url_error("invalid request".into()))?;
+        for name in FORWARDED_REQUEST_HEADERS {
+            for value in incoming.get_all(*name) {
+                headers.append(HeaderName::from_static(name), value.clone());
+            }
+        }
+        for (name, value) in incoming {
+            // `Mcp-Param-*` headers (2026-07-28) must reach the server unchanged.
+            if name.as_str().starts_with("mcp-param-") {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        for h in &server.headers {
+            let value = match (&h.value, &h.env) {
+                (Some(v), _) => v.clone(),
+                (None, Some(var)) => std::env::var(var)
+                    .map_err(|_| Error::MissingEnv { server: server.name.clone(), var: var.clone() })?,
+                (None, None) => continue,
+            };
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| url_error(e.to_string()))?;
+            let value = HeaderValue::from_str(&value).map_err(|e| url_error(e.to_string()))?;
+            headers.insert(name, value);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| url_error(e.to_string()))?;
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(Error::Timeout { server: server.name.clone(), timeout: self.response_timeout }),
+            Ok(Err(e)) => {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason = format!("{reason}: {s}");
+                    source = s.source();
+                }
+                Err(Error::Unreachable { server: server.name.clone(), reason })
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// The upstream response headers the client should see.
+pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in FORWARDED_RESPONSE_HEADERS {
+        for value in upstream.get_all(*name) {
+            out.append(HeaderName::from_static(name), value.clone());
+        }
+    }
+    out
+}
+
+/// True when a response is an SSE stream.
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
