@@ -208,7 +208,8 @@ impl TryFrom<RawConfig> for Config {
                 .map_err(|e| Error::Invalid("policy.allowlist", e.to_string()))?,
             ..PolicyConfig::default()
         };
-        let upstream_connect_timeout = Duration::from_millis(raw.upstream_connect_timeout_ms.unwrap_or(5_000));
+        let upstream_connect_timeout =
+            Duration::from_millis(raw.upstream_connect_timeout_ms.unwrap_or(5_000));
         let upstream_timeout = Duration::from_millis(raw.upstream_timeout_ms.unwrap_or(30_000));
         Ok(Config {
             database,

@@ -42,7 +42,9 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
                 "the admin API needs a token: set MCPGW_ADMIN_TOKEN (or admin_token_env in the config), \
                  or turn it off with admin_listen = \"off\"",
             )?;
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind admin API on {addr}"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind admin API on {addr}"))?;
             Some((listener, token))
         }
         None => None,
@@ -56,9 +58,17 @@ pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> 
 /// Opens the store, loads the identity snapshot and the policy chain, keeps both current, and
 /// serves the MCP endpoint (and the admin API) until `shutdown` resolves; then stops accepting and
 /// lets requests in flight finish (bounded).
-pub async fn run_with(config: config::Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let store = store::Store::connect(&config.database).await.context("open the database")?;
-    let directory = identity::Directory::open(store).await.context("load identities")?;
+pub async fn run_with(
+    config: config::Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database)
+        .await
+        .context("open the database")?;
+    let directory = identity::Directory::open(store)
+        .await
+        .context("load identities")?;
     let _identity_watch = directory.watch();
     let policy_config = config.policy.clone();
     let policies = tokio::task::spawn_blocking(move || policy::PolicySet::load(policy_config))
@@ -99,8 +109,18 @@ pub async fn run_with(config: config::Config, listeners: Listeners, shutdown: im
             let addr = listener.local_addr()?;
             println!("mcpgw admin API listening on http://{addr}");
             tracing::info!(%addr, "admin API listening");
-            let admin = Arc::new(admin::Admin { directory: directory.clone(), policies: policies.clone(), token });
-            Some(tokio::spawn(listener::serve("admin", listener, limits, move |req| admin.clone().handle(req), stopped())))
+            let admin = Arc::new(admin::Admin {
+                directory: directory.clone(),
+                policies: policies.clone(),
+                token,
+            });
+            Some(tokio::spawn(listener::serve(
+                "admin",
+                listener,
+                limits,
+                move |req| admin.clone().handle(req),
+                stopped(),
+            )))
         }
         None => None,
     };

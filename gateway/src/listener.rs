@@ -84,7 +84,13 @@ pub async fn serve<H, F, B>(
         });
     }
     tracing::info!(listener = name, "draining connections");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = name, "connections still open after the drain timeout; closing them");
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "connections still open after the drain timeout; closing them"
+        );
     }
 }

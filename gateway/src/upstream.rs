@@ -90,7 +90,10 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .build(connector);
-        Upstream { client, response_timeout }
+        Upstream {
+            client,
+            response_timeout,
+        }
     }
 
     /// Sends `method` with `body` to `server`, copying the allowed headers from `incoming` and
@@ -102,13 +105,23 @@ impl Upstream {
         incoming: &HeaderMap,
         body: Bytes,
     ) -> Result<Response<Incoming>, Error> {
-        let url_error = |reason: String| Error::Url { server: server.name.clone(), reason };
-        let uri: http::Uri = server.url.parse().map_err(|e: http::uri::InvalidUri| url_error(e.to_string()))?;
+        let url_error = |reason: String| Error::Url {
+            server: server.name.clone(),
+            reason,
+        };
+        let uri: http::Uri = server
+            .url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| url_error(e.to_string()))?;
         if uri.scheme_str() != Some("http") {
-            return Err(url_error("only http:// upstreams are supported by this build".into()));
+            return Err(url_error(
+                "only http:// upstreams are supported by this build".into(),
+            ));
         }
         let mut req = Request::builder().method(method).uri(uri);
-        let headers = req.headers_mut().ok_or_else(|| url_error("invalid request".into()))?;
+        let headers = req
+            .headers_mut()
+            .ok_or_else(|| url_error("invalid request".into()))?;
         for name in FORWARDED_REQUEST_HEADERS {
             for value in incoming.get_all(*name) {
                 headers.append(HeaderName::from_static(name), value.clone());
@@ -123,17 +136,25 @@ impl Upstream {
         for h in &server.headers {
             let value = match (&h.value, &h.env) {
                 (Some(v), _) => v.clone(),
-                (None, Some(var)) => std::env::var(var)
-                    .map_err(|_| Error::MissingEnv { server: server.name.clone(), var: var.clone() })?,
+                (None, Some(var)) => std::env::var(var).map_err(|_| Error::MissingEnv {
+                    server: server.name.clone(),
+                    var: var.clone(),
+                })?,
                 (None, None) => continue,
             };
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| url_error(e.to_string()))?;
+            let name =
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| url_error(e.to_string()))?;
             let value = HeaderValue::from_str(&value).map_err(|e| url_error(e.to_string()))?;
             headers.insert(name, value);
         }
-        let req = req.body(Full::new(body)).map_err(|e| url_error(e.to_string()))?;
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| url_error(e.to_string()))?;
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(Error::Timeout { server: server.name.clone(), timeout: self.response_timeout }),
+            Err(_) => Err(Error::Timeout {
+                server: server.name.clone(),
+                timeout: self.response_timeout,
+            }),
             Ok(Err(e)) => {
                 let mut reason = e.to_string();
                 let mut source = std::error::Error::source(&e);
@@ -141,7 +162,10 @@ impl Upstream {
                     reason = format!("{reason}: {s}");
                     source = s.source();
                 }
-                Err(Error::Unreachable { server: server.name.clone(), reason })
+                Err(Error::Unreachable {
+                    server: server.name.clone(),
+                    reason,
+                })
             }
             Ok(Ok(resp)) => Ok(resp),
         }

@@ -3,3 +3,4 @@
 mod admin;
 mod identity;
 mod policy;
+mod proxy;

@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 
 pub mod db;
+pub mod upstream;
 
 use mcpgw::policy::{Principal, Question};
 use std::path::{Path, PathBuf};
@@ -112,11 +113,16 @@ impl TestGateway {
             .await
             .expect("bind admin");
         let admin_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let mcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mcp");
+        let mcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mcp");
         let mcp_url = format!("http://{}", mcp.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let secret = mcpgw::config::Secret::new(admin_token.clone());
-        let listeners = mcpgw::Listeners { mcp, admin: Some((listener, secret)) };
+        let listeners = mcpgw::Listeners {
+            mcp,
+            admin: Some((listener, secret)),
+        };
         let task = tokio::spawn(mcpgw::run_with(config, listeners, async {
             let _ = rx.await;
         }));
@@ -167,4 +173,18 @@ impl Drop for TestGateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// An rmcp client (the official Rust SDK) connected to `url` with a bearer token.
+pub async fn mcp_client(
+    url: &str,
+    token: &str,
+) -> Result<rmcp::service::RunningService<rmcp::RoleClient, ()>, String> {
+    use rmcp::ServiceExt as _;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned());
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    ().serve(transport).await.map_err(|e| e.to_string())
 }

@@ -80,10 +80,19 @@ impl Message {
             (Some(Value::String(_)), true) => Kind::Request,
             (Some(Value::String(_)), false) => Kind::Notification,
             (Some(_), _) => return Err(Error::Invalid("method must be a string")),
-            (None, true) if obj.contains_key("result") || obj.contains_key("error") => Kind::Response,
-            (None, _) => return Err(Error::Invalid("neither a request, a notification nor a response")),
+            (None, true) if obj.contains_key("result") || obj.contains_key("error") => {
+                Kind::Response
+            }
+            (None, _) => {
+                return Err(Error::Invalid(
+                    "neither a request, a notification nor a response",
+                ));
+            }
         };
-        if obj.get("params").is_some_and(|p| !p.is_object() && !p.is_array()) {
+        if obj
+            .get("params")
+            .is_some_and(|p| !p.is_object() && !p.is_array())
+        {
             return Err(Error::Invalid("params must be an object"));
         }
         Ok(Message { value: obj, kind })
@@ -134,22 +143,40 @@ mod tests {
     #[test]
     fn kinds_and_errors() {
         let m = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{"a":1}}}"#).unwrap();
-        assert_eq!((m.kind.clone(), m.method(), m.param_str("name")), (Kind::Request, Some("tools/call"), Some("q")));
+        assert_eq!(
+            (m.kind.clone(), m.method(), m.param_str("name")),
+            (Kind::Request, Some("tools/call"), Some("q"))
+        );
         assert_eq!(m.arguments_json(), r#"{"a":1}"#);
-        let n = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        let n =
+            Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(n.kind, Kind::Notification);
         let r = Message::parse(br#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).unwrap();
         assert_eq!(r.kind, Kind::Response);
         for (bad, code) in [
             (&b"{not json"[..], code::PARSE_ERROR),
             (b"[]", code::INVALID_REQUEST),
-            (br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#, code::INVALID_REQUEST),
-            (br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#, code::INVALID_REQUEST),
+            (
+                br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+                code::INVALID_REQUEST,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+                code::INVALID_REQUEST,
+            ),
             (br#"{"jsonrpc":"2.0","id":1}"#, code::INVALID_REQUEST),
             (br#"{"jsonrpc":"2.0","method":5}"#, code::INVALID_REQUEST),
-            (br#"{"jsonrpc":"2.0","method":"x","params":3}"#, code::INVALID_REQUEST),
+            (
+                br#"{"jsonrpc":"2.0","method":"x","params":3}"#,
+                code::INVALID_REQUEST,
+            ),
         ] {
-            assert_eq!(Message::parse(bad).unwrap_err().code(), code, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                Message::parse(bad).unwrap_err().code(),
+                code,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -42,7 +42,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 4 * 1024 * 1024, max_uri_bytes: 8 * 1024, max_rewrite_bytes: 16 * 1024 * 1024 }
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_rewrite_bytes: 16 * 1024 * 1024,
+        }
     }
 }
 
@@ -62,7 +66,9 @@ impl Sessions {
 
     /// True when `token` may use the session (binding it if nobody has).
     fn admit(&self, key: String, token: &str) -> bool {
-        let Ok(mut owners) = self.owners.lock() else { return false };
+        let Ok(mut owners) = self.owners.lock() else {
+            return false;
+        };
         if owners.len() >= MAX_SESSIONS {
             let drop: Vec<String> = owners.keys().take(MAX_SESSIONS / 2).cloned().collect();
             for k in drop {
@@ -91,13 +97,18 @@ pub struct Proxy {
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -114,9 +125,14 @@ fn http_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
 /// `=?base64?…?=` header values (2026-07-28) decoded; plain values as they are.
 fn header_text(headers: &HeaderMap, name: &str) -> Option<Result<String, ()>> {
     let raw = headers.get(name)?.to_str().map_err(|_| ());
-    Some(raw.and_then(|v| match v.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
-        Some(b64) => base64_decode(b64).and_then(|b| String::from_utf8(b).map_err(|_| ())),
-        None => Ok(v.to_owned()),
+    Some(raw.and_then(|v| {
+        match v
+            .strip_prefix("=?base64?")
+            .and_then(|r| r.strip_suffix("?="))
+        {
+            Some(b64) => base64_decode(b64).and_then(|b| String::from_utf8(b).map_err(|_| ())),
+            None => Ok(v.to_owned()),
+        }
     }))
 }
 
@@ -156,7 +172,11 @@ fn check_routing_headers(headers: &HeaderMap, msg: &Message) -> Result<(), Strin
     let method = msg.method().unwrap_or_default();
     match header_text(headers, "mcp-method") {
         Some(Ok(h)) if h == method => {}
-        Some(Ok(h)) => return Err(format!("Mcp-Method header {h:?} does not match the body's method {method:?}")),
+        Some(Ok(h)) => {
+            return Err(format!(
+                "Mcp-Method header {h:?} does not match the body's method {method:?}"
+            ));
+        }
         Some(Err(())) => return Err("Mcp-Method header is not valid".into()),
         None if is_modern(headers) && msg.kind != Kind::Notification => {
             return Err("Mcp-Method header is required".into());
@@ -171,7 +191,9 @@ fn check_routing_headers(headers: &HeaderMap, msg: &Message) -> Result<(), Strin
     let body_name = msg.param_str(name_field).unwrap_or_default();
     match header_text(headers, "mcp-name") {
         Some(Ok(h)) if h == body_name => Ok(()),
-        Some(Ok(h)) => Err(format!("Mcp-Name header {h:?} does not match the body's {name_field} {body_name:?}")),
+        Some(Ok(h)) => Err(format!(
+            "Mcp-Name header {h:?} does not match the body's {name_field} {body_name:?}"
+        )),
         Some(Err(())) => Err("Mcp-Name header is not valid".into()),
         None if is_modern(headers) => Err("Mcp-Name header is required".into()),
         None => Ok(()),
@@ -199,7 +221,13 @@ struct Context {
 
 impl Context {
     fn question<'a>(&'a self, tool: &'a str, arguments: Option<&'a str>) -> Question<'a> {
-        Question { request_id: &self.request_id, principal: &self.identity.principal, server: &self.server, tool, arguments }
+        Question {
+            request_id: &self.request_id,
+            principal: &self.identity.principal,
+            server: &self.server,
+            tool,
+            arguments,
+        }
     }
 
     fn enforced(&self) -> bool {
@@ -208,7 +236,12 @@ impl Context {
 
     /// Drops tools the caller may not see (when enforcement is on) from a `tools/list` response.
     fn filter_tools(&self, response: &mut Value) {
-        let Some(tools) = response.pointer_mut("/result/tools").and_then(Value::as_array_mut) else { return };
+        let Some(tools) = response
+            .pointer_mut("/result/tools")
+            .and_then(Value::as_array_mut)
+        else {
+            return;
+        };
         let before = tools.len();
         tools.retain(|t| {
             let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -217,13 +250,21 @@ impl Context {
                 Verdict::Deny(_) => !self.enforced(),
             }
         });
-        tracing::debug!(listed = before, visible = tools.len(), "tools/list filtered");
+        tracing::debug!(
+            listed = before,
+            visible = tools.len(),
+            "tools/list filtered"
+        );
     }
 
     /// Replaces a tool result a module refuses (when enforcement is on).
     fn inspect(&self, response: &mut Value, tool: &str, arguments: &str) {
-        let Some(result) = response.get("result") else { return };
-        let verdict = self.chain.inspect_result(&self.question(tool, Some(arguments)), &result.to_string());
+        let Some(result) = response.get("result") else {
+            return;
+        };
+        let verdict = self
+            .chain
+            .inspect_result(&self.question(tool, Some(arguments)), &result.to_string());
         if let Verdict::Deny(d) = verdict {
             log_denial("result", &d, self.enforced());
             if self.enforced() {
@@ -255,7 +296,12 @@ fn log_denial(phase: &str, d: &Denial, enforced: bool) {
 
 impl Proxy {
     /// The endpoint over this identity snapshot, policy chain and upstream client.
-    pub fn new(directory: Arc<Directory>, policies: Arc<PolicySet>, upstream: Upstream, limits: Limits) -> Proxy {
+    pub fn new(
+        directory: Arc<Directory>,
+        policies: Arc<PolicySet>,
+        upstream: Upstream,
+        limits: Limits,
+    ) -> Proxy {
         let mut seed = [0u8; 4];
         let _ = getrandom::fill(&mut seed);
         Proxy {
@@ -270,8 +316,15 @@ impl Proxy {
     }
 
     /// Serves one HTTP request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let request_id = format!("{}-{}", self.request_prefix, self.next_request.fetch_add(1, Ordering::Relaxed));
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let request_id = format!(
+            "{}-{}",
+            self.request_prefix,
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        );
         let span = tracing::info_span!("mcp", request_id = %request_id, workspace = tracing::field::Empty,
             member = tracing::field::Empty, server = tracing::field::Empty, method = tracing::field::Empty,
             tool = tracing::field::Empty, decision = tracing::field::Empty);
@@ -285,17 +338,32 @@ impl Proxy {
             return self.resource_metadata(&req, &path);
         }
         if req.uri().to_string().len() > self.limits.max_uri_bytes {
-            return http_error(StatusCode::URI_TOO_LONG, code::INVALID_REQUEST, "request URI too long");
+            return http_error(
+                StatusCode::URI_TOO_LONG,
+                code::INVALID_REQUEST,
+                "request URI too long",
+            );
         }
-        let Some(server_name) = path.strip_prefix("/mcp/").filter(|s| !s.is_empty() && !s.contains('/')) else {
-            return http_error(StatusCode::NOT_FOUND, code::INVALID_REQUEST, "not found: MCP endpoints are /mcp/{server}");
+        let Some(server_name) = path
+            .strip_prefix("/mcp/")
+            .filter(|s| !s.is_empty() && !s.contains('/'))
+        else {
+            return http_error(
+                StatusCode::NOT_FOUND,
+                code::INVALID_REQUEST,
+                "not found: MCP endpoints are /mcp/{server}",
+            );
         };
         let query = req.uri().query().unwrap_or("");
         if query.split('&').any(|kv| {
             let k = kv.split('=').next().unwrap_or("");
             matches!(k, "access_token" | "token" | "api_key" | "key" | "auth")
         }) {
-            return http_error(StatusCode::BAD_REQUEST, code::INVALID_REQUEST, "tokens in query strings are refused; use Authorization: Bearer");
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "tokens in query strings are refused; use Authorization: Bearer",
+            );
         }
         let identity = match self.authenticate(req.headers()) {
             Ok(id) => id,
@@ -303,10 +371,21 @@ impl Proxy {
         };
         let span = tracing::Span::current();
         span.record("workspace", identity.principal.workspace.as_str());
-        span.record("member", identity.principal.member.as_deref().unwrap_or("(workspace token)"));
+        span.record(
+            "member",
+            identity
+                .principal
+                .member
+                .as_deref()
+                .unwrap_or("(workspace token)"),
+        );
         span.record("server", server_name);
         let Some(server) = identity.workspace.servers.get(server_name).cloned() else {
-            return http_error(StatusCode::NOT_FOUND, code::INVALID_REQUEST, &format!("unknown server {server_name:?} in this workspace"));
+            return http_error(
+                StatusCode::NOT_FOUND,
+                code::INVALID_REQUEST,
+                &format!("unknown server {server_name:?} in this workspace"),
+            );
         };
         let session_key = req
             .headers()
@@ -316,50 +395,89 @@ impl Proxy {
         if let Some(key) = &session_key
             && !self.sessions.admit(key.clone(), &identity.token_id)
         {
-            return http_error(StatusCode::NOT_FOUND, code::INVALID_REQUEST, "session not found");
+            return http_error(
+                StatusCode::NOT_FOUND,
+                code::INVALID_REQUEST,
+                "session not found",
+            );
         }
         match *req.method() {
             Method::GET | Method::DELETE => {
                 let method = req.method().clone();
                 let headers = req.headers().clone();
-                let resp = self.forward(&server, method.clone(), &headers, Bytes::new(), &identity, None, Relay::Stream, None).await;
-                if method == Method::DELETE && resp.status().is_success() && let Some(key) = &session_key {
+                let resp = self
+                    .forward(
+                        &server,
+                        method.clone(),
+                        &headers,
+                        Bytes::new(),
+                        &identity,
+                        None,
+                        Relay::Stream,
+                        None,
+                    )
+                    .await;
+                if method == Method::DELETE
+                    && resp.status().is_success()
+                    && let Some(key) = &session_key
+                {
                     self.sessions.forget(key);
                 }
                 resp
             }
             Method::POST => self.post(req, server, identity, request_id).await,
             _ => {
-                let mut resp = http_error(StatusCode::METHOD_NOT_ALLOWED, code::INVALID_REQUEST, "use POST, GET or DELETE");
-                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                let mut resp = http_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    code::INVALID_REQUEST,
+                    "use POST, GET or DELETE",
+                );
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
                 resp
             }
         }
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
-        let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or(AuthError::Missing)?;
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .ok_or(AuthError::Missing)?;
         self.directory.authenticate(token.trim())
     }
 
     fn base_url(req: &Request<Incoming>) -> String {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
         format!("http://{host}")
     }
 
     fn unauthorized(&self, req: &Request<Incoming>, path: &str, e: AuthError) -> Response<Body> {
-        let metadata = format!("{}/.well-known/oauth-protected-resource{path}", Self::base_url(req));
+        let metadata = format!(
+            "{}/.well-known/oauth-protected-resource{path}",
+            Self::base_url(req)
+        );
         let challenge = match e {
             AuthError::Missing => format!("Bearer resource_metadata=\"{metadata}\""),
             _ => format!("Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\""),
         };
         tracing::info!(error = %e, "authentication failed");
-        let mut resp = http_error(StatusCode::UNAUTHORIZED, code::INVALID_REQUEST, &e.to_string());
+        let mut resp = http_error(
+            StatusCode::UNAUTHORIZED,
+            code::INVALID_REQUEST,
+            &e.to_string(),
+        );
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
@@ -368,9 +486,15 @@ impl Proxy {
 
     /// RFC 9728 protected-resource metadata. mcpgw issues its own tokens (no authorization server).
     fn resource_metadata(&self, req: &Request<Incoming>, path: &str) -> Response<Body> {
-        let resource_path = path.strip_prefix("/.well-known/oauth-protected-resource").unwrap_or("");
+        let resource_path = path
+            .strip_prefix("/.well-known/oauth-protected-resource")
+            .unwrap_or("");
         let base = Self::base_url(req);
-        let resource = if resource_path.is_empty() { format!("{base}/mcp") } else { format!("{base}{resource_path}") };
+        let resource = if resource_path.is_empty() {
+            format!("{base}/mcp")
+        } else {
+            format!("{base}{resource_path}")
+        };
         json_response(
             StatusCode::OK,
             &json!({
@@ -383,22 +507,40 @@ impl Proxy {
         )
     }
 
-    async fn post(&self, req: Request<Incoming>, server: ServerView, identity: Arc<Identity>, request_id: String) -> Response<Body> {
+    async fn post(
+        &self,
+        req: Request<Incoming>,
+        server: ServerView,
+        identity: Arc<Identity>,
+        request_id: String,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.limits.max_body_bytes).collect().await {
+        let body = match Limited::new(body, self.limits.max_body_bytes)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 let msg = format!("request body over {} bytes", self.limits.max_body_bytes);
                 return http_error(StatusCode::PAYLOAD_TOO_LARGE, code::INVALID_REQUEST, &msg);
             }
-            Err(e) => return http_error(StatusCode::BAD_REQUEST, code::PARSE_ERROR, &format!("could not read the body: {e}")),
+            Err(e) => {
+                return http_error(
+                    StatusCode::BAD_REQUEST,
+                    code::PARSE_ERROR,
+                    &format!("could not read the body: {e}"),
+                );
+            }
         };
         let msg = match Message::parse(&body) {
             Ok(m) => m,
             Err(e) => return http_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
         };
         if let Err(why) = check_routing_headers(&parts.headers, &msg) {
-            return json_response(StatusCode::BAD_REQUEST, &jsonrpc::error_response(msg.id(), code::HEADER_MISMATCH, &why));
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error_response(msg.id(), code::HEADER_MISMATCH, &why),
+            );
         }
         let span = tracing::Span::current();
         if let Some(m) = msg.method() {
@@ -421,23 +563,47 @@ impl Proxy {
                 if let Some(refusal) = self.decide_call(&ctx, &msg, &tool, &arguments) {
                     return refusal;
                 }
-                if chain.inspects_results() { Relay::InspectResult { tool, arguments } } else { Relay::Stream }
+                if chain.inspects_results() {
+                    Relay::InspectResult { tool, arguments }
+                } else {
+                    Relay::Stream
+                }
             }
             _ => Relay::Stream,
         };
-        self.forward(&server, Method::POST, &parts.headers, body, &identity, Some(&msg), relay, Some(ctx)).await
+        self.forward(
+            &server,
+            Method::POST,
+            &parts.headers,
+            body,
+            &identity,
+            Some(&msg),
+            relay,
+            Some(ctx),
+        )
+        .await
     }
 
     /// Policy for a `tools/call`: visibility first (a hidden tool is an unknown tool), then the call
     /// with its arguments (a refusal is a tool error the model can read). `None` lets it proceed.
-    fn decide_call(&self, ctx: &Context, msg: &Message, tool: &str, arguments: &str) -> Option<Response<Body>> {
+    fn decide_call(
+        &self,
+        ctx: &Context,
+        msg: &Message,
+        tool: &str,
+        arguments: &str,
+    ) -> Option<Response<Body>> {
         let span = tracing::Span::current();
         let mut decision = "allow";
         if let Verdict::Deny(d) = ctx.chain.decide(&ctx.question(tool, None)) {
             log_denial("list", &d, ctx.enforced());
             if ctx.enforced() {
                 span.record("decision", "deny");
-                return Some(rpc_error(msg.id(), code::INVALID_PARAMS, &format!("Unknown tool: {tool}")));
+                return Some(rpc_error(
+                    msg.id(),
+                    code::INVALID_PARAMS,
+                    &format!("Unknown tool: {tool}"),
+                ));
             }
             decision = "would-deny";
         }
@@ -445,7 +611,10 @@ impl Proxy {
             log_denial("call", &d, ctx.enforced());
             if ctx.enforced() {
                 span.record("decision", "deny");
-                return Some(json_response(StatusCode::OK, &jsonrpc::tool_error_result(msg.id(), &denial_text(&d))));
+                return Some(json_response(
+                    StatusCode::OK,
+                    &jsonrpc::tool_error_result(msg.id(), &denial_text(&d)),
+                ));
             }
             decision = "would-deny";
         }
@@ -473,7 +642,11 @@ impl Proxy {
                 tracing::warn!(error = %e, "upstream failed");
                 return match msg.map(|m| &m.kind) {
                     Some(Kind::Request) => rpc_error(id, code::INTERNAL_ERROR, &e.to_string()),
-                    _ => http_error(StatusCode::BAD_GATEWAY, code::INTERNAL_ERROR, &e.to_string()),
+                    _ => http_error(
+                        StatusCode::BAD_GATEWAY,
+                        code::INTERNAL_ERROR,
+                        &e.to_string(),
+                    ),
                 };
             }
         };
@@ -481,15 +654,24 @@ impl Proxy {
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             // The upstream refused the gateway's own credentials; the client cannot fix that, and
             // the upstream's OAuth challenge must not send it to another authorization server.
-            tracing::error!(status = status.as_u16(), "upstream refused the gateway's credentials");
-            let message = format!("upstream {} refused the gateway's credentials ({status})", server.name);
+            tracing::error!(
+                status = status.as_u16(),
+                "upstream refused the gateway's credentials"
+            );
+            let message = format!(
+                "upstream {} refused the gateway's credentials ({status})",
+                server.name
+            );
             return match msg.map(|m| &m.kind) {
                 Some(Kind::Request) => rpc_error(id, code::INTERNAL_ERROR, &message),
                 _ => http_error(StatusCode::BAD_GATEWAY, code::INTERNAL_ERROR, &message),
             };
         }
         let mut out_headers = upstream::response_headers(upstream.headers());
-        if let Some(session) = out_headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        if let Some(session) = out_headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
             let key = Sessions::key(server, &identity.principal.workspace, session);
             self.sessions.admit(key, &identity.token_id);
         }
@@ -509,7 +691,10 @@ impl Proxy {
             .boxed(),
             (relay, Some(ctx)) => {
                 // A JSON answer: hold it (bounded), rewrite, send.
-                match Limited::new(body, self.limits.max_rewrite_bytes).collect().await {
+                match Limited::new(body, self.limits.max_rewrite_bytes)
+                    .collect()
+                    .await
+                {
                     Ok(collected) => {
                         let bytes = collected.to_bytes();
                         match serde_json::from_slice::<Value>(&bytes) {
@@ -532,7 +717,8 @@ impl Proxy {
         *resp.status_mut() = status;
         *resp.headers_mut() = out_headers;
         if sse {
-            resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+            resp.headers_mut()
+                .insert("x-accel-buffering", HeaderValue::from_static("no"));
         }
         resp
     }

@@ -90,7 +90,12 @@ pub struct Rewrite<B, F> {
 impl<B, F> Rewrite<B, F> {
     /// Rewrites events of `inner` with `rewrite`.
     pub fn new(inner: B, rewrite: F) -> Self {
-        Rewrite { inner, buf: BytesMut::new(), rewrite, done: false }
+        Rewrite {
+            inner,
+            buf: BytesMut::new(),
+            rewrite,
+            done: false,
+        }
     }
 }
 
@@ -106,7 +111,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(end) = event_end(&this.buf) {
@@ -127,7 +135,9 @@ where
                     Ok(data) => {
                         this.buf.extend_from_slice(&data);
                         if this.buf.len() > MAX_EVENT_BYTES {
-                            return Poll::Ready(Some(Err("upstream event over the size limit".into())));
+                            return Poll::Ready(Some(Err(
+                                "upstream event over the size limit".into()
+                            )));
                         }
                     }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
@@ -151,9 +161,15 @@ mod tests {
 
     #[tokio::test]
     async fn events_split_across_chunks_are_rewritten_whole_and_others_pass_raw() {
-        let chunks = ["id: 1\nevent: message\ndata: {\"a\"", ":1}\n\nid: 2\ndata: keep\n", "\n: comment\n\n"];
+        let chunks = [
+            "id: 1\nevent: message\ndata: {\"a\"",
+            ":1}\n\nid: 2\ndata: keep\n",
+            "\n: comment\n\n",
+        ];
         let stream = futures_util::stream::iter(
-            chunks.into_iter().map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))),
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))),
         );
         let body = Rewrite::new(StreamBody::new(stream), |e: &Event<'_>| {
             (e.data.as_deref() == Some("{\"a\":1}")).then(|| e.with_data("{\"a\":2}"))

@@ -1,0 +1,636 @@
+//! The MCP endpoint end to end: real rmcp servers upstream (stateful 2025-11-25 and stateless),
+//! real rmcp clients and raw HTTP in front, the gateway in between.
+
+use mcpgw::policy::PolicyConfig;
+use mcpgw_tests::db::TestDb;
+use mcpgw_tests::upstream::Upstream;
+use mcpgw_tests::{TestGateway, guests, install, mcp_client};
+use reqwest::{Method, StatusCode};
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+struct Env {
+    gw: TestGateway,
+    stateful: Upstream,
+    stateless: Upstream,
+    alice: String,
+    bob: String,
+    _db: TestDb,
+    _policies: tempfile::TempDir,
+}
+
+/// Workspace `acme` with servers `db` (stateful) and `search` (stateless); alice may use
+/// everything, bob only `db:schema`; secrets-guard in the policy directory.
+async fn env(enforce: bool) -> Env {
+    let db = TestDb::sqlite();
+    let (stateful, stateless) = (Upstream::start(true).await, Upstream::start(false).await);
+    let policies = tempfile::tempdir().unwrap();
+    install(
+        policies.path(),
+        "10-secrets-guard.wasm",
+        &guests::bytes(guests::SECRETS_GUARD),
+    );
+    let gw = TestGateway::start_with(
+        &db.url,
+        PolicyConfig {
+            dir: Some(policies.path().into()),
+            ..PolicyConfig::default()
+        },
+    )
+    .await;
+    let post = |path: &str, body: Value| gw.admin(Method::POST, path).json(&body).send();
+    post("/v1/workspaces", json!({"name": "acme"}))
+        .await
+        .unwrap();
+    post(
+        "/v1/workspaces/acme/servers",
+        json!({"name": "db", "url": stateful.url}),
+    )
+    .await
+    .unwrap();
+    post(
+        "/v1/workspaces/acme/servers",
+        json!({"name": "search", "url": stateless.url}),
+    )
+    .await
+    .unwrap();
+    post(
+        "/v1/workspaces/acme/servers",
+        json!({"name": "down", "url": "http://127.0.0.1:9/mcp"}),
+    )
+    .await
+    .unwrap();
+    for m in ["alice", "bob"] {
+        post("/v1/workspaces/acme/members", json!({"name": m}))
+            .await
+            .unwrap();
+    }
+    post(
+        "/v1/workspaces/acme/grants",
+        json!({"member": "alice", "patterns": ["db:*", "search:*", "down:*"]}),
+    )
+    .await
+    .unwrap();
+    post(
+        "/v1/workspaces/acme/grants",
+        json!({"member": "bob", "patterns": ["db:schema"]}),
+    )
+    .await
+    .unwrap();
+    gw.admin(Method::PUT, "/v1/workspaces/acme/enforce")
+        .json(&json!({"enforce": enforce}))
+        .send()
+        .await
+        .unwrap();
+    let token = |m: &'static str| async move {
+        let v: Value = post("/v1/workspaces/acme/tokens", json!({"member": m}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let (alice, bob) = (token("alice").await, token("bob").await);
+    Env {
+        gw,
+        stateful,
+        stateless,
+        alice,
+        bob,
+        _db: db,
+        _policies: policies,
+    }
+}
+
+impl Env {
+    fn url(&self, server: &str) -> String {
+        format!("{}/mcp/{server}", self.gw.mcp_url)
+    }
+}
+
+async fn tool_names(url: &str, token: &str) -> Vec<String> {
+    let client = mcp_client(url, token).await.unwrap();
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    client.cancel().await.unwrap();
+    names
+}
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_see_and_call_only_what_they_are_granted() {
+    let env = env(true).await;
+    for server in ["db", "search"] {
+        assert_eq!(
+            tool_names(&env.url(server), &env.alice).await,
+            ["echo", "query", "schema", "steps"],
+            "{server}"
+        );
+    }
+    assert_eq!(tool_names(&env.url("db"), &env.bob).await, ["schema"]);
+    assert!(tool_names(&env.url("search"), &env.bob).await.is_empty());
+
+    let alice = mcp_client(&env.url("db"), &env.alice).await.unwrap();
+    let r = alice
+        .call_tool(
+            CallToolRequestParams::new("query").with_arguments(args(json!({"sql": "select 1"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false));
+    assert!(format!("{:?}", r.content).contains("rows for: select 1"));
+
+    let bob = mcp_client(&env.url("db"), &env.bob).await.unwrap();
+    let before = env.stateful.calls();
+    let err = bob
+        .call_tool(
+            CallToolRequestParams::new("query")
+                .with_arguments(args(json!({"sql": "drop table users"}))),
+        )
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("-32602") || text.contains("InvalidParams") || text.contains("Unknown tool"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Unknown tool: query"),
+        "a hidden tool is an unknown tool: {text}"
+    );
+    assert_eq!(
+        env.stateful.calls(),
+        before,
+        "the denied call never reached the upstream"
+    );
+    let r = bob
+        .call_tool(CallToolRequestParams::new("schema"))
+        .await
+        .unwrap();
+    assert!(format!("{:?}", r.content).contains("users(id, name)"));
+
+    let search = mcp_client(&env.url("search"), &env.alice).await.unwrap();
+    let r = search
+        .call_tool(
+            CallToolRequestParams::new("echo")
+                .with_arguments(args(json!({"text": "stateless ok"}))),
+        )
+        .await
+        .unwrap();
+    assert!(format!("{:?}", r.content).contains("stateless ok"));
+    assert_eq!(env.stateless.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcement_off_lets_a_denied_call_through() {
+    let env = env(false).await;
+    assert_eq!(
+        tool_names(&env.url("db"), &env.bob).await,
+        ["echo", "query", "schema", "steps"],
+        "would-deny shows everything"
+    );
+    let bob = mcp_client(&env.url("db"), &env.bob).await.unwrap();
+    let r = bob
+        .call_tool(
+            CallToolRequestParams::new("query").with_arguments(args(json!({"sql": "select 2"}))),
+        )
+        .await
+        .unwrap();
+    assert!(format!("{:?}", r.content).contains("rows for: select 2"));
+    assert_eq!(env.stateful.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_guard_blocks_a_call_carrying_a_key_and_says_why() {
+    let env = env(true).await;
+    let alice = mcp_client(&env.url("db"), &env.alice).await.unwrap();
+    let key = format!("AKIA{}", "IOSFODNN7EXAMPLE");
+    let r = alice
+        .call_tool(
+            CallToolRequestParams::new("echo")
+                .with_arguments(args(json!({"text": format!("deploy with {key}")}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let text = format!("{:?}", r.content);
+    assert!(
+        text.contains("secrets-guard")
+            && text.contains("AWS access key id")
+            && text.contains("arguments.text"),
+        "{text}"
+    );
+    assert!(!text.contains(&key), "the reason never repeats the secret");
+    assert_eq!(env.stateful.calls(), 0);
+}
+
+/// Raw Streamable HTTP, to see exactly what crosses the wire.
+struct Raw {
+    url: String,
+    token: String,
+    session: Option<String>,
+}
+
+impl Raw {
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        let mut req = reqwest::Client::new()
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .json(body);
+        if let Some(s) = &self.session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        req
+    }
+
+    async fn initialize(url: String, token: &str) -> Raw {
+        let mut raw = Raw {
+            url,
+            token: token.to_owned(),
+            session: None,
+        };
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}});
+        let resp = raw.post(&init).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        raw.session = resp
+            .headers()
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let _ = resp.bytes().await;
+        let done = raw
+            .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), StatusCode::ACCEPTED, "notifications get 202");
+        raw
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_streams_through_in_order_while_the_call_runs() {
+    use futures_util::StreamExt as _;
+    let env = env(true).await;
+    let raw = Raw::initialize(env.url("db"), &env.alice).await;
+    assert!(
+        raw.session.is_some(),
+        "the stateful upstream's session id is relayed"
+    );
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "steps", "arguments": {"steps": 4, "delay_ms": 150}, "_meta": {"progressToken": "p1"}}});
+    let started = Instant::now();
+    let resp = raw.post(&call).send().await.unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = resp.bytes_stream();
+    let (mut buf, mut events) = (String::new(), Vec::new());
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .collect();
+            if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                events.push((started.elapsed(), v));
+            }
+        }
+        if events.iter().any(|(_, v)| v["id"] == 7) {
+            break;
+        }
+    }
+    let progress: Vec<(Duration, f64)> = events
+        .iter()
+        .filter(|(_, v)| v["method"] == "notifications/progress")
+        .map(|(t, v)| (*t, v["params"]["progress"].as_f64().unwrap()))
+        .collect();
+    let (result_at, result) = events
+        .iter()
+        .find(|(_, v)| v["id"] == 7)
+        .cloned()
+        .expect("a result");
+    assert_eq!(
+        progress.iter().map(|p| p.1).collect::<Vec<_>>(),
+        [1.0, 2.0, 3.0, 4.0],
+        "in order"
+    );
+    assert!(
+        progress.iter().all(|(t, _)| *t < result_at),
+        "each before the result"
+    );
+    // Streamed while running: the first arrives while three more steps (450 ms) are still to go.
+    assert!(
+        result_at - progress[0].0 >= Duration::from_millis(400),
+        "first {:?}, result {result_at:?}",
+        progress[0].0
+    );
+    assert!(
+        result["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("done after 4 steps")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_lifecycle_get_stream_delete_and_ownership() {
+    let env = env(true).await;
+    let raw = Raw::initialize(env.url("db"), &env.alice).await;
+    let session = raw.session.clone().unwrap();
+    let get = |token: &str| {
+        reqwest::Client::new()
+            .get(env.url("db"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+    };
+    let stream = get(&env.alice).await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(stream);
+    // Another member cannot ride alice's session.
+    let hijack = get(&env.bob).await.unwrap();
+    assert_eq!(hijack.status(), StatusCode::NOT_FOUND);
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert_eq!(
+        raw.post(&list).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let del = reqwest::Client::new()
+        .delete(env.url("db"))
+        .bearer_auth(&env.alice)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(del.status().is_success(), "{}", del.status());
+    let after = raw.post(&list).send().await.unwrap();
+    assert_eq!(
+        after.status(),
+        StatusCode::NOT_FOUND,
+        "the upstream's 404 for an ended session is relayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_is_required_and_revocation_holds_mid_session() {
+    let env = env(true).await;
+    let client = reqwest::Client::new();
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let resp = client.post(env.url("db")).json(&ping).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer resource_metadata=\"http://")
+            && challenge.contains("/.well-known/oauth-protected-resource/mcp/db"),
+        "{challenge}"
+    );
+    let meta: Value = client
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp/db",
+            env.gw.mcp_url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        meta["resource"].as_str().unwrap().ends_with("/mcp/db"),
+        "{meta}"
+    );
+    let resp = client
+        .post(env.url("db"))
+        .bearer_auth("mcpgw_not-a-token")
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let resp = client
+        .post(format!("{}?access_token={}", env.url("db"), env.alice))
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_REQUEST,
+        "tokens in query strings are refused"
+    );
+
+    // Revoked mid-session: the next request is refused.
+    let alice = mcp_client(&env.url("db"), &env.alice).await.unwrap();
+    alice.list_all_tools().await.unwrap();
+    let tokens: Value = env
+        .gw
+        .admin(Method::GET, "/v1/workspaces/acme/tokens")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["member"] == "alice")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.gw
+        .admin(Method::DELETE, &format!("/v1/workspaces/acme/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        alice.list_all_tools().await.is_err(),
+        "revoked token refused on its next request"
+    );
+    let raw = Raw {
+        url: env.url("db"),
+        token: env.alice.clone(),
+        session: None,
+    };
+    assert_eq!(
+        raw.post(&ping).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Nobody else is touched.
+    assert_eq!(tool_names(&env.url("db"), &env.bob).await, ["schema"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_upstream_failures_get_clear_errors() {
+    let env = env(true).await;
+    let raw = Raw::initialize(env.url("db"), &env.alice).await;
+    let send = |body: reqwest::Body, headers: &[(&str, &str)]| {
+        let mut req = reqwest::Client::new()
+            .post(env.url("db"))
+            .bearer_auth(&env.alice)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-session-id", raw.session.clone().unwrap());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(body).send()
+    };
+    let check = |resp: reqwest::Response, status: StatusCode, code: i64| async move {
+        assert_eq!(resp.status(), status);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        v
+    };
+    check(
+        send("{garbage".into(), &[]).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        -32700,
+    )
+    .await;
+    check(
+        send(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#.into(), &[])
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        -32600,
+    )
+    .await;
+    check(
+        send(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#.into(),
+            &[],
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+        -32600,
+    )
+    .await;
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(5 << 20)
+    );
+    check(
+        send(huge.into(), &[]).await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        -32600,
+    )
+    .await;
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    let v = check(
+        send(
+            call.into(),
+            &[("mcp-method", "tools/call"), ("mcp-name", "query")],
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+        -32020,
+    )
+    .await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("Mcp-Name"),
+        "{v}"
+    );
+    check(
+        send(call.into(), &[("mcp-method", "tools/list")])
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        -32020,
+    )
+    .await;
+    // Headers that agree (plain and base64-encoded) pass.
+    let ok = send(
+        call.into(),
+        &[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?ZWNobw==?="),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(env.stateful.calls(), 1);
+
+    // An unreachable upstream is a JSON-RPC error naming it.
+    let down = Raw {
+        url: env.url("down"),
+        token: env.alice.clone(),
+        session: None,
+    };
+    let v: Value = down
+        .post(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["id"], 9);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream down unreachable"),
+        "{v}"
+    );
+    let nope = Raw {
+        url: env.url("nope"),
+        token: env.alice.clone(),
+        session: None,
+    };
+    assert_eq!(
+        nope.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // The gateway is unharmed.
+    assert_eq!(tool_names(&env.url("db"), &env.alice).await.len(), 4);
+}

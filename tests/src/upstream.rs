@@ -1,0 +1,196 @@
+//! Real MCP servers for the tests: rmcp's Streamable HTTP server on a loopback port, stateful
+//! (2025-11-25 sessions) or stateless, exposing a handful of tools.
+
+use http_body_util::BodyExt as _;
+use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router,
+};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `query`.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct QueryArgs {
+    /// The SQL.
+    pub sql: String,
+    /// Optional row cap.
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+/// Arguments of `steps`.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct StepArgs {
+    /// Number of progress notifications.
+    pub steps: u32,
+    /// Pause between them.
+    pub delay_ms: u64,
+}
+
+/// Arguments of `echo`.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct EchoArgs {
+    /// Returned as the result text.
+    pub text: String,
+}
+
+/// The test server's tools: `query`, `schema`, `steps` (progress), `echo`.
+#[derive(Clone)]
+pub struct Demo {
+    tool_router: ToolRouter<Self>,
+    calls: Arc<AtomicUsize>,
+}
+
+#[tool_router]
+impl Demo {
+    fn new(calls: Arc<AtomicUsize>) -> Self {
+        Demo {
+            tool_router: Self::tool_router(),
+            calls,
+        }
+    }
+
+    #[tool(description = "Run a read-only SQL query")]
+    async fn query(
+        &self,
+        Parameters(a): Parameters<QueryArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "rows for: {}",
+            a.sql
+        ))]))
+    }
+
+    #[tool(description = "Describe the schema")]
+    async fn schema(&self) -> Result<CallToolResult, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(CallToolResult::success(vec![ContentBlock::text(
+            "users(id, name)",
+        )]))
+    }
+
+    #[tool(description = "Report progress in steps")]
+    async fn steps(
+        &self,
+        Parameters(a): Parameters<StepArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let token = ctx.meta.get_progress_token();
+        for i in 1..=a.steps {
+            if let Some(t) = &token {
+                let p = ProgressNotificationParam::new(t.clone(), f64::from(i))
+                    .with_total(f64::from(a.steps))
+                    .with_message(format!("step {i}"));
+                ctx.peer
+                    .notify_progress(p)
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+            }
+            tokio::time::sleep(Duration::from_millis(a.delay_ms)).await;
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "done after {} steps",
+            a.steps
+        ))]))
+    }
+
+    #[tool(description = "Echo the text")]
+    async fn echo(&self, Parameters(a): Parameters<EchoArgs>) -> Result<CallToolResult, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(CallToolResult::success(vec![ContentBlock::text(a.text)]))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Demo {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("demo-upstream", "0.1.0"))
+    }
+}
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    /// Its MCP endpoint.
+    pub url: String,
+    /// `tools/call`s it has executed.
+    pub calls: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Upstream {
+    /// Starts a server on `127.0.0.1:0`; `stateful` selects 2025-11-25 sessions.
+    pub async fn start(stateful: bool) -> Upstream {
+        let stop = CancellationToken::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let config = StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(stateful)
+            .with_sse_keep_alive(Some(Duration::from_secs(15)))
+            .with_cancellation_token(stop.child_token());
+        let c = calls.clone();
+        let service = StreamableHttpService::new(
+            move || Ok(Demo::new(c.clone())),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    _ = token.cancelled() => break,
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                };
+                let service = service.clone();
+                let handler = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let mut service = service.clone();
+                        async move {
+                            let resp = tower_service::Service::call(&mut service, req).await?;
+                            Ok::<_, Infallible>(resp.map(|b| {
+                                b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> {
+                                    e.into()
+                                })
+                                .boxed()
+                            }))
+                        }
+                    },
+                );
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), handler)
+                        .await;
+                });
+            }
+        });
+        Upstream { url, calls, stop }
+    }
+
+    /// Tool calls executed so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
