@@ -134,7 +134,7 @@ async fn members_see_and_call_only_what_they_are_granted() {
     for server in ["db", "search"] {
         assert_eq!(
             tool_names(&env.url(server), &env.alice).await,
-            ["echo", "query", "schema", "steps"],
+            ["echo", "query", "roots", "schema", "steps"],
             "{server}"
         );
     }
@@ -197,7 +197,7 @@ async fn enforcement_off_lets_a_denied_call_through() {
     let env = env(false).await;
     assert_eq!(
         tool_names(&env.url("db"), &env.bob).await,
-        ["echo", "query", "schema", "steps"],
+        ["echo", "query", "roots", "schema", "steps"],
         "would-deny shows everything"
     );
     let bob = mcp_client(&env.url("db"), &env.bob).await.unwrap();
@@ -632,5 +632,195 @@ async fn bad_input_and_upstream_failures_get_clear_errors() {
         StatusCode::NOT_FOUND
     );
     // The gateway is unharmed.
-    assert_eq!(tool_names(&env.url("db"), &env.alice).await.len(), 4);
+    assert_eq!(tool_names(&env.url("db"), &env.alice).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_to_client_requests_and_their_replies_pass_through() {
+    use rmcp::ServiceExt as _;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let env = env(true).await;
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(env.url("db")).auth_header(env.alice.clone());
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    let client = mcpgw_tests::upstream::RootsClient
+        .serve(transport)
+        .await
+        .unwrap();
+    let r = client
+        .call_tool(CallToolRequestParams::new("roots"))
+        .await
+        .unwrap();
+    assert!(
+        format!("{:?}", r.content).contains("roots: file:///work/project"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_the_2026_07_28_revision_work_through_the_gateway() {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::{ClientLifecycleMode, ClientServiceExt as _};
+    let env = env(true).await;
+    for server in ["search", "db"] {
+        let config = StreamableHttpClientTransportConfig::with_uri(env.url(server))
+            .auth_header(env.alice.clone());
+        let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+        let lifecycle = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        let client =
+            ().serve_with_lifecycle(transport, lifecycle)
+                .await
+                .unwrap_or_else(|e| panic!("{server}: {e}"));
+        let mut names: Vec<String> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["echo", "query", "roots", "schema", "steps"],
+            "{server}"
+        );
+        let r = client
+            .call_tool(
+                CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "modern"}))),
+            )
+            .await
+            .unwrap();
+        assert!(
+            format!("{:?}", r.content).contains("modern"),
+            "{server}: {r:?}"
+        );
+        let err = client
+            .call_tool(
+                CallToolRequestParams::new("echo")
+                    .with_arguments(args(json!({"text": format!("ghp_{}", "k".repeat(36))}))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            err.is_error,
+            Some(true),
+            "{server}: policy applies to 2026-07-28 calls too"
+        );
+    }
+    let bob = {
+        let config = StreamableHttpClientTransportConfig::with_uri(env.url("db"))
+            .auth_header(env.bob.clone());
+        let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+        let lifecycle = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        ().serve_with_lifecycle(transport, lifecycle).await.unwrap()
+    };
+    let names: Vec<String> = bob
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(names, ["schema"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_times_out_with_a_clear_error() {
+    let env = env(true).await;
+    // Accepts connections (the kernel does) but never reads or answers.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", black_hole.local_addr().unwrap());
+    env.gw
+        .admin(Method::POST, "/v1/workspaces/acme/servers")
+        .json(&json!({"name": "hole", "url": url}))
+        .send()
+        .await
+        .unwrap();
+    env.gw
+        .admin(Method::POST, "/v1/workspaces/acme/grants")
+        .json(&json!({"member": "alice", "patterns": ["hole:*"]}))
+        .send()
+        .await
+        .unwrap();
+    let raw = Raw {
+        url: env.url("hole"),
+        token: env.alice.clone(),
+        session: None,
+    };
+    let started = Instant::now();
+    let v: Value = raw
+        .post(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["id"], 4);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{v}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_phase_modules_see_tool_results_and_can_refuse_them() {
+    let env = env(true).await;
+    let dir = env._policies.path();
+    std::fs::write(dir.join("20-results.toml"), "mode = 'deny-results'").unwrap();
+    install(dir, "20-results.wasm", &guests::bytes(guests::HOSTILE));
+    let status = || async {
+        let v: Value = env
+            .gw
+            .admin(Method::GET, "/v1/policy/status")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["modules"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    let started = Instant::now();
+    while status().await < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "result module never went live"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for server in ["db", "search"] {
+        let alice = mcp_client(&env.url(server), &env.alice).await.unwrap();
+        let ok = alice
+            .call_tool(
+                CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "plain"}))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok.is_error, Some(false), "{server}");
+        let r = alice
+            .call_tool(
+                CallToolRequestParams::new("echo")
+                    .with_arguments(args(json!({"text": "the secret plan"}))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(true), "{server}: {r:?}");
+        let text = format!("{:?}", r.content);
+        assert!(
+            text.contains("secret-in-result") && !text.contains("the secret plan"),
+            "{server}: {text}"
+        );
+    }
 }

@@ -46,7 +46,7 @@ pub struct EchoArgs {
     pub text: String,
 }
 
-/// The test server's tools: `query`, `schema`, `steps` (progress), `echo`.
+/// The test server's tools: `query`, `schema`, `steps` (progress), `roots` (asks the client), `echo`.
 #[derive(Clone)]
 pub struct Demo {
     tool_router: ToolRouter<Self>,
@@ -105,6 +105,24 @@ impl Demo {
         Ok(CallToolResult::success(vec![ContentBlock::text(format!(
             "done after {} steps",
             a.steps
+        ))]))
+    }
+
+    #[tool(
+        description = "List the client's roots: a server-to-client request in the middle of a call"
+    )]
+    #[allow(deprecated)] // roots are deprecated by SEP-2577 but still part of 2025-11-25
+    async fn roots(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let roots = ctx
+            .peer
+            .list_roots()
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let uris: Vec<String> = roots.roots.into_iter().map(|r| r.uri).collect();
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "roots: {}",
+            uris.join(",")
         ))]))
     }
 
@@ -192,5 +210,29 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// A client that answers the server's `roots/list` request with one root.
+#[derive(Clone)]
+pub struct RootsClient;
+
+#[allow(deprecated)] // roots are deprecated by SEP-2577 but still part of 2025-11-25
+impl rmcp::ClientHandler for RootsClient {
+    async fn list_roots(
+        &self,
+        _: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, McpError> {
+        Ok(rmcp::model::ListRootsResult::new(vec![
+            rmcp::model::Root::new("file:///work/project"),
+        ]))
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        #[allow(deprecated)]
+        let capabilities = rmcp::model::ClientCapabilities::builder()
+            .enable_roots()
+            .build();
+        rmcp::model::ClientConfig::new(capabilities, Implementation::new("roots-client", "0.1.0"))
     }
 }

@@ -31,7 +31,7 @@ pub struct Hostile;
 static mut COUNTER: u64 = 0;
 
 fn act(call: &ToolCall, mode: &Mode) -> Decision {
-    if call.server == "trial" && mode.mode != "trap-trial" {
+    if (call.server == "trial" && mode.mode != "trap-trial") || mode.mode == "deny-results" {
         return Decision::abstain();
     }
     match mode.mode.as_str() {
@@ -86,7 +86,15 @@ impl Policy for Hostile {
     fn call(call: &ToolCall, mode: &Mode) -> Decision {
         act(call, mode)
     }
-    fn result(call: &ToolCall, _: &ToolResult, mode: &Mode) -> Decision {
+    fn result(call: &ToolCall, result: &ToolResult, mode: &Mode) -> Decision {
+        if mode.mode == "deny-results" {
+            // A semantic result filter: refuse results that mention "secret".
+            return if result.texts().iter().any(|t| t.contains("secret")) {
+                Decision::deny("secret-in-result", "the result mentions a secret")
+            } else {
+                Decision::abstain()
+            };
+        }
         act(call, mode)
     }
 }
