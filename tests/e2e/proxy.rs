@@ -824,3 +824,133 @@ async fn result_phase_modules_see_tool_results_and_can_refuse_them() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregated_endpoint_exposes_every_server_under_a_prefix() {
+    use rmcp::ServiceExt as _;
+    use rmcp::model::ProtocolVersion;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::{ClientLifecycleMode, ClientServiceExt as _};
+    let env = env(true).await;
+    let all = format!("{}/mcp", env.gw.mcp_url);
+    let expected = [
+        "db_echo",
+        "db_query",
+        "db_roots",
+        "db_schema",
+        "db_steps",
+        "search_echo",
+        "search_query",
+        "search_roots",
+        "search_schema",
+        "search_steps",
+    ];
+    assert_eq!(
+        tool_names(&all, &env.alice).await,
+        expected,
+        "every server's tools, prefixed; the down server is left out"
+    );
+    assert_eq!(tool_names(&all, &env.bob).await, ["db_schema"]);
+    let strict = |n: &str| {
+        n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    assert!(expected.iter().all(|n| strict(n)));
+
+    let alice = mcp_client(&all, &env.alice).await.unwrap();
+    alice.list_all_tools().await.unwrap();
+    let r = alice
+        .call_tool(
+            CallToolRequestParams::new("db_query").with_arguments(args(json!({"sql": "select 3"}))),
+        )
+        .await
+        .unwrap();
+    assert!(
+        format!("{:?}", r.content).contains("rows for: select 3"),
+        "{r:?}"
+    );
+    let r = alice
+        .call_tool(
+            CallToolRequestParams::new("search_echo")
+                .with_arguments(args(json!({"text": "via /mcp"}))),
+        )
+        .await
+        .unwrap();
+    assert!(format!("{:?}", r.content).contains("via /mcp"));
+    assert_eq!(
+        (env.stateful.calls(), env.stateless.calls()),
+        (1, 1),
+        "each call reached its own server"
+    );
+    let r = alice
+        .call_tool(
+            CallToolRequestParams::new("db_steps")
+                .with_arguments(args(json!({"steps": 3, "delay_ms": 20}))),
+        )
+        .await
+        .unwrap();
+    assert!(format!("{:?}", r.content).contains("done after 3 steps"));
+    let r = alice
+        .call_tool(
+            CallToolRequestParams::new("search_echo")
+                .with_arguments(args(json!({"text": format!("AKIA{}", "IOSFODNN7EXAMPLE")}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true), "policy applies on /mcp too");
+
+    let bob = mcp_client(&all, &env.bob).await.unwrap();
+    let err = bob
+        .call_tool(CallToolRequestParams::new("db_query").with_arguments(args(json!({"sql": "x"}))))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("Unknown tool: db_query"),
+        "{err:?}"
+    );
+    let err = bob
+        .call_tool(CallToolRequestParams::new("nonsense"))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("Unknown tool: nonsense"),
+        "{err:?}"
+    );
+
+    // Server-to-client requests find their way back through the relay ids.
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(all.clone()).auth_header(env.alice.clone());
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    let roots = mcpgw_tests::upstream::RootsClient
+        .serve(transport)
+        .await
+        .unwrap();
+    let r = roots
+        .call_tool(CallToolRequestParams::new("db_roots"))
+        .await
+        .unwrap();
+    assert!(
+        format!("{:?}", r.content).contains("roots: file:///work/project"),
+        "{r:?}"
+    );
+
+    // 2026-07-28 clients: server/discover is answered by the gateway.
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(all.clone()).auth_header(env.alice.clone());
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    let lifecycle = ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    let modern = ().serve_with_lifecycle(transport, lifecycle).await.unwrap();
+    assert_eq!(modern.list_all_tools().await.unwrap().len(), expected.len());
+    let r = modern
+        .call_tool(
+            CallToolRequestParams::new("db_echo")
+                .with_arguments(args(json!({"text": "modern /mcp"}))),
+        )
+        .await
+        .unwrap();
+    assert!(format!("{:?}", r.content).contains("modern /mcp"));
+}

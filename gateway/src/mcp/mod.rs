@@ -8,6 +8,7 @@
 //! (initialize, `Mcp-Session-Id`, GET stream, DELETE, server-to-client requests, `Last-Event-ID`)
 //! and 2026-07-28 (stateless POST, `Mcp-Method`/`Mcp-Name` checked against the body).
 
+mod aggregate;
 pub mod jsonrpc;
 pub mod sse;
 
@@ -92,6 +93,7 @@ pub struct Proxy {
     upstream: Upstream,
     limits: Limits,
     sessions: Sessions,
+    aggregates: aggregate::Aggregates,
     next_request: AtomicU64,
     request_prefix: String,
 }
@@ -310,6 +312,7 @@ impl Proxy {
             upstream,
             limits,
             sessions: Sessions::default(),
+            aggregates: aggregate::Aggregates::default(),
             next_request: AtomicU64::new(1),
             request_prefix: hex::encode(seed),
         }
@@ -344,15 +347,20 @@ impl Proxy {
                 "request URI too long",
             );
         }
-        let Some(server_name) = path
+        let aggregated = path == "/mcp" || path == "/mcp/";
+        let server_name = match path
             .strip_prefix("/mcp/")
             .filter(|s| !s.is_empty() && !s.contains('/'))
-        else {
-            return http_error(
-                StatusCode::NOT_FOUND,
-                code::INVALID_REQUEST,
-                "not found: MCP endpoints are /mcp/{server}",
-            );
+        {
+            Some(s) => s.to_owned(),
+            None if aggregated => String::new(),
+            None => {
+                return http_error(
+                    StatusCode::NOT_FOUND,
+                    code::INVALID_REQUEST,
+                    "not found: MCP endpoints are /mcp (every server) and /mcp/{server}",
+                );
+            }
         };
         let query = req.uri().query().unwrap_or("");
         if query.split('&').any(|kv| {
@@ -379,8 +387,11 @@ impl Proxy {
                 .as_deref()
                 .unwrap_or("(workspace token)"),
         );
-        span.record("server", server_name);
-        let Some(server) = identity.workspace.servers.get(server_name).cloned() else {
+        if aggregated {
+            return self.aggregate(req, identity, request_id).await;
+        }
+        span.record("server", server_name.as_str());
+        let Some(server) = identity.workspace.servers.get(&server_name).cloned() else {
             return http_error(
                 StatusCode::NOT_FOUND,
                 code::INVALID_REQUEST,
@@ -507,13 +518,11 @@ impl Proxy {
         )
     }
 
-    async fn post(
+    /// Reads (bounded) and parses the body, and checks `Mcp-Method`/`Mcp-Name` against it.
+    async fn read_message(
         &self,
         req: Request<Incoming>,
-        server: ServerView,
-        identity: Arc<Identity>,
-        request_id: String,
-    ) -> Response<Body> {
+    ) -> Result<(http::request::Parts, Bytes, Message), Response<Body>> {
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, self.limits.max_body_bytes)
             .collect()
@@ -522,26 +531,48 @@ impl Proxy {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 let msg = format!("request body over {} bytes", self.limits.max_body_bytes);
-                return http_error(StatusCode::PAYLOAD_TOO_LARGE, code::INVALID_REQUEST, &msg);
+                return Err(http_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    code::INVALID_REQUEST,
+                    &msg,
+                ));
             }
             Err(e) => {
-                return http_error(
+                return Err(http_error(
                     StatusCode::BAD_REQUEST,
                     code::PARSE_ERROR,
                     &format!("could not read the body: {e}"),
-                );
+                ));
             }
         };
         let msg = match Message::parse(&body) {
             Ok(m) => m,
-            Err(e) => return http_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
+            Err(e) => {
+                return Err(http_error(
+                    StatusCode::BAD_REQUEST,
+                    e.code(),
+                    &e.to_string(),
+                ));
+            }
         };
         if let Err(why) = check_routing_headers(&parts.headers, &msg) {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &jsonrpc::error_response(msg.id(), code::HEADER_MISMATCH, &why),
-            );
+            let body = jsonrpc::error_response(msg.id(), code::HEADER_MISMATCH, &why);
+            return Err(json_response(StatusCode::BAD_REQUEST, &body));
         }
+        Ok((parts, body, msg))
+    }
+
+    async fn post(
+        &self,
+        req: Request<Incoming>,
+        server: ServerView,
+        identity: Arc<Identity>,
+        request_id: String,
+    ) -> Response<Body> {
+        let (parts, body, msg) = match self.read_message(req).await {
+            Ok(read) => read,
+            Err(refusal) => return refusal,
+        };
         let span = tracing::Span::current();
         if let Some(m) = msg.method() {
             span.record("method", m);
@@ -560,7 +591,7 @@ impl Proxy {
                 let tool = msg.param_str("name").unwrap_or_default().to_owned();
                 span.record("tool", tool.as_str());
                 let arguments = msg.arguments_json();
-                if let Some(refusal) = self.decide_call(&ctx, &msg, &tool, &arguments) {
+                if let Some(refusal) = self.decide_call(&ctx, &msg, &tool, &arguments, &tool) {
                     return refusal;
                 }
                 if chain.inspects_results() {
@@ -592,6 +623,7 @@ impl Proxy {
         msg: &Message,
         tool: &str,
         arguments: &str,
+        shown_as: &str,
     ) -> Option<Response<Body>> {
         let span = tracing::Span::current();
         let mut decision = "allow";
@@ -602,7 +634,7 @@ impl Proxy {
                 return Some(rpc_error(
                     msg.id(),
                     code::INVALID_PARAMS,
-                    &format!("Unknown tool: {tool}"),
+                    &format!("Unknown tool: {shown_as}"),
                 ));
             }
             decision = "would-deny";
