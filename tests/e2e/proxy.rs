@@ -134,7 +134,7 @@ async fn members_see_and_call_only_what_they_are_granted() {
     for server in ["db", "search"] {
         assert_eq!(
             tool_names(&env.url(server), &env.alice).await,
-            ["echo", "query", "roots", "schema", "steps"],
+            ["echo", "query", "roots", "schema", "slow", "steps"],
             "{server}"
         );
     }
@@ -197,7 +197,7 @@ async fn enforcement_off_lets_a_denied_call_through() {
     let env = env(false).await;
     assert_eq!(
         tool_names(&env.url("db"), &env.bob).await,
-        ["echo", "query", "roots", "schema", "steps"],
+        ["echo", "query", "roots", "schema", "slow", "steps"],
         "would-deny shows everything"
     );
     let bob = mcp_client(&env.url("db"), &env.bob).await.unwrap();
@@ -632,7 +632,7 @@ async fn bad_input_and_upstream_failures_get_clear_errors() {
         StatusCode::NOT_FOUND
     );
     // The gateway is unharmed.
-    assert_eq!(tool_names(&env.url("db"), &env.alice).await.len(), 5);
+    assert_eq!(tool_names(&env.url("db"), &env.alice).await.len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -686,7 +686,7 @@ async fn clients_of_the_2026_07_28_revision_work_through_the_gateway() {
         names.sort();
         assert_eq!(
             names,
-            ["echo", "query", "roots", "schema", "steps"],
+            ["echo", "query", "roots", "schema", "slow", "steps"],
             "{server}"
         );
         let r = client
@@ -839,11 +839,13 @@ async fn the_aggregated_endpoint_exposes_every_server_under_a_prefix() {
         "db_query",
         "db_roots",
         "db_schema",
+        "db_slow",
         "db_steps",
         "search_echo",
         "search_query",
         "search_roots",
         "search_schema",
+        "search_slow",
         "search_steps",
     ];
     assert_eq!(
@@ -953,4 +955,88 @@ async fn the_aggregated_endpoint_exposes_every_server_under_a_prefix() {
         .await
         .unwrap();
     assert!(format!("{:?}", r.content).contains("modern /mcp"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_closes_the_upstream_stream() {
+    // Closing the response stream is how a 2026-07-28 client cancels; the gateway must pass the
+    // close on. (rmcp's stateless server finishes a call whatever happens to its stream, so the
+    // upstream here is a bare HTTP peer that reports when its stream is closed.)
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let env = env(true).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<Duration>();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = Vec::new();
+        // Read the request head and body.
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let len: usize = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= head_end + 4 + len {
+                    break;
+                }
+            }
+        }
+        let event = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n";
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        sock.write_all(format!("{head}{:x}\r\n{event}\r\n", event.len()).as_bytes())
+            .await
+            .unwrap();
+        let opened = Instant::now();
+        // Hold the stream open until the gateway closes it.
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = closed_tx.send(opened.elapsed());
+    });
+    env.gw
+        .admin(Method::POST, "/v1/workspaces/acme/servers")
+        .json(&json!({"name": "raw", "url": url}))
+        .send()
+        .await
+        .unwrap();
+    env.gw
+        .admin(Method::POST, "/v1/workspaces/acme/grants")
+        .json(&json!({"member": "alice", "patterns": ["raw:*"]}))
+        .send()
+        .await
+        .unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "long", "arguments": {}}});
+    let raw = Raw {
+        url: env.url("raw"),
+        token: env.alice.clone(),
+        session: None,
+    };
+    let mut resp = raw.post(&call).send().await.unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("notifications/progress"),
+        "the first event streams through"
+    );
+    let dropped = Instant::now();
+    drop(resp);
+    let held = tokio::time::timeout(Duration::from_secs(3), closed_rx)
+        .await
+        .expect("the gateway never closed the upstream stream")
+        .unwrap();
+    eprintln!(
+        "upstream stream closed {:?} after the client dropped it (held {held:?})",
+        dropped.elapsed()
+    );
 }

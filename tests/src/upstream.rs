@@ -62,6 +62,15 @@ impl Demo {
         }
     }
 
+    #[tool(description = "Take delay_ms to answer")]
+    async fn slow(&self, Parameters(a): Parameters<StepArgs>) -> Result<CallToolResult, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(a.delay_ms)).await;
+        Ok(CallToolResult::success(vec![ContentBlock::text(
+            "slow done",
+        )]))
+    }
+
     #[tool(description = "Run a read-only SQL query")]
     async fn query(
         &self,
@@ -145,7 +154,7 @@ impl ServerHandler for Demo {
 pub struct Upstream {
     /// Its MCP endpoint.
     pub url: String,
-    /// `tools/call`s it has executed.
+    /// `tools/call`s it has started.
     pub calls: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
