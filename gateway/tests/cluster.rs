@@ -29,6 +29,8 @@ impl Gateway {
                 database,
                 "--admin-listen",
                 "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
             ])
             .env("MCPGW_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("MCPGW_DATA_DIR", data.path())
@@ -38,15 +40,19 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn mcpgw serve");
-        // The first stdout line says where the admin API listens.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
+        // The ready lines on stdout say where the listeners are.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut url = String::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            if line.contains("admin API listening on") {
+                url = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
+            }
+        }
         assert!(
             url.starts_with("http://127.0.0.1:"),
-            "unexpected first line {line:?}"
+            "no admin API ready line"
         );
         Gateway {
             child,

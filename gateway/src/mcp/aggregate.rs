@@ -20,6 +20,10 @@ use std::collections::BTreeMap;
 const SEP: char = '_';
 /// Prefix of relayed server-to-client request ids.
 const RELAY_ID: &str = "mcpgw~";
+/// Open `/mcp` sessions one token may hold; opening more forgets some of its own.
+const SESSIONS_PER_TOKEN: usize = 64;
+/// Time an upstream gets to finish an answer the gateway reads whole (lists, prompts, resources).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Pages of a paginated upstream list the gateway follows.
 const MAX_PAGES: usize = 20;
 /// The revision the gateway speaks to upstreams.
@@ -75,10 +79,6 @@ pub fn exposed_name(server: &str, name: &str) -> String {
     }
     let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
     format!("{}-{hash}", &cleaned[..55])
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Proxy {
@@ -224,9 +224,24 @@ impl Proxy {
         let _ = getrandom::fill(&mut seed);
         let session = hex::encode(seed);
         {
+            // Bounded per token: one member opening sessions in a loop only forgets their own.
             let mut sessions = lock(&self.aggregates.client_sessions);
+            let mine: Vec<String> = sessions
+                .iter()
+                .filter(|(_, t)| **t == identity.token_id)
+                .map(|(s, _)| s.clone())
+                .collect();
+            if mine.len() >= SESSIONS_PER_TOKEN {
+                for s in mine.iter().take(mine.len() + 1 - SESSIONS_PER_TOKEN) {
+                    sessions.remove(s);
+                }
+            }
             if sessions.len() >= MAX_SESSIONS {
-                sessions.clear();
+                return rpc_error(
+                    msg.id(),
+                    code::INTERNAL_ERROR,
+                    "too many open sessions; try again later",
+                );
             }
             sessions.insert(session.clone(), identity.token_id.clone());
         }
@@ -332,16 +347,17 @@ impl Proxy {
     /// The JSON-RPC response with `id` from a JSON or SSE answer (bounded).
     async fn read_answer(&self, resp: Response<Incoming>, id: &Value) -> Result<Value, String> {
         let sse = upstream::is_event_stream(resp.headers());
-        let bytes = Limited::new(resp.into_body(), self.limits.max_rewrite_bytes)
-            .collect()
+        let collect = Limited::new(resp.into_body(), self.limits.max_rewrite_bytes).collect();
+        let bytes = tokio::time::timeout(ANSWER_TIMEOUT, collect)
             .await
+            .map_err(|_| format!("upstream answer not complete within {ANSWER_TIMEOUT:?}"))?
             .map_err(|e| format!("upstream answer unreadable: {e}"))?
             .to_bytes();
         if !sse {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| format!("upstream answer is not JSON: {e}"));
         }
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(&bytes).replace("\r\n", "\n");
         for event in text.split("\n\n") {
             let data: Vec<&str> = event
                 .lines()
@@ -371,7 +387,10 @@ impl Proxy {
         let mut items = Vec::new();
         let mut cursor: Option<Value> = None;
         for page in 0..MAX_PAGES {
-            let id = json!(format!("mcpgw-list-{page}"));
+            let id = json!(format!(
+                "mcpgw-list-{}-{page}",
+                self.next_request.fetch_add(1, Ordering::Relaxed)
+            ));
             let mut req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}});
             if let Some(c) = &cursor {
                 req["params"]["cursor"] = c.clone();
@@ -458,6 +477,9 @@ impl Proxy {
         let mut out = Vec::new();
         let (mut prompts, mut resources) = (HashMap::new(), HashMap::new());
         for (server, items) in self.list_every(identity, kind).await {
+            if !self.server_wide(identity, &server) {
+                continue;
+            }
             for mut item in items {
                 match kind {
                     "prompts" => {
@@ -523,8 +545,9 @@ impl Proxy {
             chain: chain.clone(),
             identity: identity.clone(),
             server: server_name.clone(),
+            rpc_id: json!(format!("mcpgw-{request_id}")),
+            client_id: msg.id().cloned().unwrap_or(Value::Null),
             request_id,
-            rpc_id: msg.id().cloned().unwrap_or(Value::Null),
         };
         let arguments = msg.arguments_json();
         if let Some(refusal) = self.decide_call(&ctx, msg, &tool, &arguments, &exposed) {
@@ -540,11 +563,26 @@ impl Proxy {
         };
         let mut body = legacy_body(msg);
         body["params"]["name"] = json!(tool);
+        // The upstream session is shared by every client of this token: ids must be the gateway's.
+        body["id"] = ctx.rpc_id.clone();
         let resp = match self.upstream_send(identity, &server, &body).await {
             Ok(r) => r,
             Err(e) => return rpc_error(msg.id(), code::INTERNAL_ERROR, &e),
         };
         self.relay_aggregated(resp, &server_name, relay, ctx).await
+    }
+
+    /// Prompts and resources of a server are for members whose grants cover the whole server
+    /// (`server:*`), as on `/mcp/{server}`; with enforcement off, for everyone (would-deny).
+    fn server_wide(&self, identity: &Identity, server: &str) -> bool {
+        let q = Question {
+            request_id: "",
+            principal: &identity.principal,
+            server,
+            tool: "*",
+            arguments: None,
+        };
+        matches!(self.policies.chain().decide(&q), Verdict::Allow) || !identity.workspace.enforce
     }
 
     /// Forwards a prompt or resource request to `server`, renaming `params.name` when given.
@@ -558,16 +596,27 @@ impl Proxy {
         let Some(server) = identity.workspace.servers.get(server_name).cloned() else {
             return rpc_error(msg.id(), code::INVALID_PARAMS, "unknown server");
         };
+        if !self.server_wide(identity, server_name) {
+            let why = format!(
+                "prompts and resources of {server_name} need a grant covering the whole server ({server_name}:*)"
+            );
+            return rpc_error(msg.id(), code::INVALID_PARAMS, &why);
+        }
         let mut body = legacy_body(msg);
         if let Some(n) = name {
             body["params"]["name"] = json!(n);
         }
+        let upstream_id = json!(format!(
+            "mcpgw-fwd-{}",
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        ));
+        body["id"] = upstream_id.clone();
         match self.upstream_send(identity, &server, &body).await {
-            Ok(resp) => match self
-                .read_answer(resp, msg.id().unwrap_or(&Value::Null))
-                .await
-            {
-                Ok(answer) => json_response(StatusCode::OK, &answer),
+            Ok(resp) => match self.read_answer(resp, &upstream_id).await {
+                Ok(mut answer) => {
+                    answer["id"] = msg.id().cloned().unwrap_or(Value::Null);
+                    json_response(StatusCode::OK, &answer)
+                }
                 Err(e) => rpc_error(msg.id(), code::INTERNAL_ERROR, &e),
             },
             Err(e) => rpc_error(msg.id(), code::INTERNAL_ERROR, &e),
@@ -615,7 +664,7 @@ impl Proxy {
                     }
                     Err(e) => {
                         return rpc_error(
-                            Some(&ctx.rpc_id),
+                            Some(&ctx.client_id),
                             code::INTERNAL_ERROR,
                             &format!("upstream answer is not JSON: {e}"),
                         );
@@ -623,7 +672,7 @@ impl Proxy {
                 },
                 Err(e) => {
                     return rpc_error(
-                        Some(&ctx.rpc_id),
+                        Some(&ctx.client_id),
                         code::INTERNAL_ERROR,
                         &format!("upstream answer unreadable: {e}"),
                     );

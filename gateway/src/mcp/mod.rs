@@ -51,39 +51,72 @@ impl Default for Limits {
     }
 }
 
-/// Which token a session belongs to: a session id obtained with one token is refused for another.
+/// Which token a session belongs to. Only session ids an upstream issued (in the response to the
+/// request that opened the session) are bound; a request naming any other id gets 404, the
+/// specified signal for a client to open a new session. Oldest bindings go first past the bound.
 #[derive(Default)]
 struct Sessions {
-    owners: Mutex<HashMap<String, String>>,
+    inner: Mutex<SessionMap>,
 }
 
-/// Bound on remembered sessions; the oldest half is forgotten past it (they re-bind on next use).
+#[derive(Default)]
+struct SessionMap {
+    owners: HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Bound on remembered sessions.
 const MAX_SESSIONS: usize = 100_000;
+/// Longest session id accepted (the spec allows visible ASCII; real ids are UUIDs or hashes).
+const MAX_SESSION_ID: usize = 128;
+
+/// Whether a request may use the session it names.
+#[derive(Debug, PartialEq, Eq)]
+enum SessionCheck {
+    /// This token opened it.
+    Owned,
+    /// Unknown here, or another token's.
+    Refused,
+}
 
 impl Sessions {
-    fn key(server: &ServerView, workspace: &str, session: &str) -> String {
-        format!("{workspace}\u{1f}{}\u{1f}{session}", server.name)
+    fn key(server: &str, workspace: &str, session: &str) -> String {
+        format!("{workspace}\u{1f}{server}\u{1f}{session}")
     }
 
-    /// True when `token` may use the session (binding it if nobody has).
-    fn admit(&self, key: String, token: &str) -> bool {
-        let Ok(mut owners) = self.owners.lock() else {
-            return false;
-        };
-        if owners.len() >= MAX_SESSIONS {
-            let drop: Vec<String> = owners.keys().take(MAX_SESSIONS / 2).cloned().collect();
-            for k in drop {
-                owners.remove(&k);
-            }
+    fn check(&self, key: &str, token: &str) -> SessionCheck {
+        let map = lock(&self.inner);
+        match map.owners.get(key) {
+            Some(owner) if owner == token => SessionCheck::Owned,
+            _ => SessionCheck::Refused,
         }
-        owners.entry(key).or_insert_with(|| token.to_owned()) == token
+    }
+
+    /// Binds an id the upstream just issued to the token that opened it.
+    fn bind(&self, key: String, token: &str) {
+        let mut map = lock(&self.inner);
+        if map.owners.contains_key(&key) {
+            return;
+        }
+        while map.owners.len() >= MAX_SESSIONS {
+            let Some(oldest) = map.order.pop_front() else {
+                break;
+            };
+            map.owners.remove(&oldest);
+        }
+        map.order.push_back(key.clone());
+        map.owners.insert(key, token.to_owned());
     }
 
     fn forget(&self, key: &str) {
-        if let Ok(mut owners) = self.owners.lock() {
-            owners.remove(key);
-        }
+        let mut map = lock(&self.inner);
+        map.owners.remove(key);
+        map.order.retain(|k| k != key);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The MCP endpoint's state.
@@ -171,6 +204,11 @@ fn is_modern(headers: &HeaderMap) -> bool {
 /// Checks `Mcp-Method` / `Mcp-Name` against the body. Policy is decided on the body; a header
 /// that says otherwise is refused rather than trusted.
 fn check_routing_headers(headers: &HeaderMap, msg: &Message) -> Result<(), String> {
+    for name in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
+        if headers.get_all(name).iter().count() > 1 {
+            return Err(format!("{name} header given more than once"));
+        }
+    }
     let method = msg.method().unwrap_or_default();
     match header_text(headers, "mcp-method") {
         Some(Ok(h)) if h == method => {}
@@ -202,6 +240,33 @@ fn check_routing_headers(headers: &HeaderMap, msg: &Message) -> Result<(), Strin
     }
 }
 
+/// The id the upstream sees for a request whose answer the gateway rewrites: unique, and carrying
+/// the client's id so that an answer replayed later can be given back its own.
+fn gateway_id(request_id: &str, client_id: &Value) -> String {
+    format!("mcpgw-{request_id}~{client_id}")
+}
+
+/// The client's id inside a [`gateway_id`].
+fn client_id_from_gateway_id(id: &str) -> Option<Value> {
+    let rest = id.strip_prefix("mcpgw-")?;
+    serde_json::from_str(rest.split_once('~')?.1).ok()
+}
+
+/// Methods that touch a server's prompts, resources, completions, tasks or anything unknown, and so
+/// need a server-wide grant; tools and the protocol's own plumbing do not.
+fn needs_server_grant(method: &str) -> bool {
+    !matches!(
+        method,
+        "initialize"
+            | "ping"
+            | "tools/list"
+            | "tools/call"
+            | "server/discover"
+            | "logging/setLevel"
+            | "subscriptions/listen"
+    )
+}
+
 /// What to do with the upstream's answer.
 enum Relay {
     /// Pass it through untouched.
@@ -210,6 +275,9 @@ enum Relay {
     FilterTools,
     /// Run the result phase on the response to this `tools/call`.
     InspectResult { tool: String, arguments: String },
+    /// A GET stream: answers replayed on it get the same filtering, or are withheld when they
+    /// cannot be attributed to a call the result phase could inspect.
+    Resumed,
 }
 
 /// Everything the relay needs to rewrite an answer.
@@ -218,7 +286,11 @@ struct Context {
     identity: Arc<Identity>,
     server: String,
     request_id: String,
+    /// The id the upstream sees: the gateway's own whenever the answer must be rewritten, so that
+    /// matching the answer never depends on how an upstream re-encodes a client's id.
     rpc_id: Value,
+    /// The client's id, restored on the answer.
+    client_id: Value,
 }
 
 impl Context {
@@ -270,11 +342,12 @@ impl Context {
         if let Verdict::Deny(d) = verdict {
             log_denial("result", &d, self.enforced());
             if self.enforced() {
-                *response = jsonrpc::tool_error_result(Some(&self.rpc_id), &denial_text(&d));
+                *response = jsonrpc::tool_error_result(Some(&self.client_id), &denial_text(&d));
             }
         }
     }
 
+    /// Rewrites the answer to this request (and gives it back the client's id).
     fn rewrite(&self, relay: &Relay, response: &mut Value) {
         if response.get("id") != Some(&self.rpc_id) {
             return;
@@ -282,8 +355,28 @@ impl Context {
         match relay {
             Relay::FilterTools => self.filter_tools(response),
             Relay::InspectResult { tool, arguments } => self.inspect(response, tool, arguments),
-            Relay::Stream => {}
+            Relay::Stream | Relay::Resumed => {}
         }
+        response["id"] = self.client_id.clone();
+    }
+
+    /// An answer replayed on a GET stream: tool lists are filtered, tool results withheld when a
+    /// module inspects results (the gateway no longer knows which call they answer), and the
+    /// gateway's ids turned back into the client's.
+    fn rewrite_resumed(&self, response: &mut Value) -> bool {
+        if response.get("method").is_some() || response.get("id").is_none() {
+            return false;
+        }
+        if let Some(client_id) = response["id"].as_str().and_then(client_id_from_gateway_id) {
+            response["id"] = client_id;
+        }
+        if response.pointer("/result/tools").is_some() {
+            self.filter_tools(response);
+        } else if response.get("result").is_some() && self.chain.inspects_results() {
+            let why = "a replayed result cannot be inspected by the gateway's policy; call the tool again";
+            *response = jsonrpc::error_response(response.get("id"), code::INTERNAL_ERROR, why);
+        }
+        true
     }
 }
 
@@ -398,13 +491,42 @@ impl Proxy {
                 &format!("unknown server {server_name:?} in this workspace"),
             );
         };
-        let session_key = req
+        let session_id = match req
             .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(|s| Sessions::key(&server, &identity.principal.workspace, s));
+            .get_all("mcp-session-id")
+            .iter()
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [] => None,
+            [one] => match one.to_str() {
+                Ok(id)
+                    if !id.is_empty()
+                        && id.len() <= MAX_SESSION_ID
+                        && id.bytes().all(|b| (0x21..=0x7e).contains(&b)) =>
+                {
+                    Some(id.to_owned())
+                }
+                _ => {
+                    return http_error(
+                        StatusCode::BAD_REQUEST,
+                        code::INVALID_REQUEST,
+                        "invalid Mcp-Session-Id",
+                    );
+                }
+            },
+            _ => {
+                return http_error(
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_REQUEST,
+                    "more than one Mcp-Session-Id",
+                );
+            }
+        };
+        let session_key =
+            session_id.map(|s| Sessions::key(&server.name, &identity.principal.workspace, &s));
         if let Some(key) = &session_key
-            && !self.sessions.admit(key.clone(), &identity.token_id)
+            && self.sessions.check(key, &identity.token_id) == SessionCheck::Refused
         {
             return http_error(
                 StatusCode::NOT_FOUND,
@@ -416,6 +538,20 @@ impl Proxy {
             Method::GET | Method::DELETE => {
                 let method = req.method().clone();
                 let headers = req.headers().clone();
+                // A GET stream can replay answers (Last-Event-ID): they get the same treatment.
+                let ctx = Context {
+                    chain: self.policies.chain(),
+                    identity: identity.clone(),
+                    server: server.name.clone(),
+                    request_id,
+                    rpc_id: Value::Null,
+                    client_id: Value::Null,
+                };
+                let relay = if method == Method::GET {
+                    Relay::Resumed
+                } else {
+                    Relay::Stream
+                };
                 let resp = self
                     .forward(
                         &server,
@@ -424,8 +560,8 @@ impl Proxy {
                         Bytes::new(),
                         &identity,
                         None,
-                        Relay::Stream,
-                        None,
+                        relay,
+                        Some(ctx),
                     )
                     .await;
                 if method == Method::DELETE
@@ -555,6 +691,19 @@ impl Proxy {
                 ));
             }
         };
+        if msg.kind == Kind::Notification
+            && !msg
+                .method()
+                .unwrap_or_default()
+                .starts_with("notifications/")
+        {
+            // A request without an id would skip every decision made on requests.
+            return Err(http_error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "a message without an id must be a notifications/* method",
+            ));
+        }
         if let Err(why) = check_routing_headers(&parts.headers, &msg) {
             let body = jsonrpc::error_response(msg.id(), code::HEADER_MISMATCH, &why);
             return Err(json_response(StatusCode::BAD_REQUEST, &body));
@@ -569,7 +718,7 @@ impl Proxy {
         identity: Arc<Identity>,
         request_id: String,
     ) -> Response<Body> {
-        let (parts, body, msg) = match self.read_message(req).await {
+        let (parts, _raw, msg) = match self.read_message(req).await {
             Ok(read) => read,
             Err(refusal) => return refusal,
         };
@@ -584,6 +733,7 @@ impl Proxy {
             server: server.name.clone(),
             request_id,
             rpc_id: msg.id().cloned().unwrap_or(Value::Null),
+            client_id: msg.id().cloned().unwrap_or(Value::Null),
         };
         let relay = match (msg.kind.clone(), msg.method()) {
             (Kind::Request, Some("tools/list")) => Relay::FilterTools,
@@ -595,13 +745,40 @@ impl Proxy {
                     return refusal;
                 }
                 if chain.inspects_results() {
+                    if msg
+                        .value
+                        .get("params")
+                        .is_some_and(|p| p.get("task").is_some())
+                    {
+                        // A task's result arrives later through tasks/result, out of reach of
+                        // the result phase: refuse rather than let it bypass inspection.
+                        let why =
+                            "task-augmented tool calls are refused while a policy inspects results";
+                        return rpc_error(msg.id(), code::INVALID_PARAMS, why);
+                    }
                     Relay::InspectResult { tool, arguments }
                 } else {
                     Relay::Stream
                 }
             }
+            (Kind::Request, Some(method)) if needs_server_grant(method) => {
+                if let Some(refusal) = self.decide_server_wide(&ctx, &msg, method) {
+                    return refusal;
+                }
+                Relay::Stream
+            }
             _ => Relay::Stream,
         };
+        // Forward exactly what was decided on: the parsed message, re-serialized (duplicate keys,
+        // whitespace and number spellings cannot differ between the gateway's reading and the
+        // upstream's). Answers the gateway rewrites are matched by an id of its own.
+        let mut ctx = ctx;
+        let mut value = Value::Object(msg.value.clone());
+        if msg.kind == Kind::Request && !matches!(relay, Relay::Stream) {
+            ctx.rpc_id = json!(gateway_id(&ctx.request_id, &ctx.client_id));
+            value["id"] = ctx.rpc_id.clone();
+        }
+        let body = Bytes::from(value.to_string());
         self.forward(
             &server,
             Method::POST,
@@ -613,6 +790,30 @@ impl Proxy {
             Some(ctx),
         )
         .await
+    }
+
+    /// Methods other than tools (prompts, resources, completions, tasks, anything else) reach a
+    /// server only for a member whose grants cover the whole server (`server:*`): grants name
+    /// tools, so nothing narrower can say a prompt or resource is allowed.
+    fn decide_server_wide(
+        &self,
+        ctx: &Context,
+        msg: &Message,
+        method: &str,
+    ) -> Option<Response<Body>> {
+        let Verdict::Deny(d) = ctx.chain.decide(&ctx.question("*", None)) else {
+            return None;
+        };
+        log_denial("server", &d, ctx.enforced());
+        if !ctx.enforced() {
+            return None;
+        }
+        tracing::Span::current().record("decision", "deny");
+        let why = format!(
+            "{method} on {} needs a grant covering the whole server ({}:*)",
+            ctx.server, ctx.server
+        );
+        Some(rpc_error(msg.id(), code::INVALID_PARAMS, &why))
     }
 
     /// Policy for a `tools/call`: visibility first (a hidden tool is an unknown tool), then the call
@@ -704,13 +905,22 @@ impl Proxy {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
         {
-            let key = Sessions::key(server, &identity.principal.workspace, session);
-            self.sessions.admit(key, &identity.token_id);
+            let key = Sessions::key(&server.name, &identity.principal.workspace, session);
+            self.sessions.bind(key, &identity.token_id);
         }
         let sse = upstream::is_event_stream(upstream.headers());
         let body = upstream.into_body();
         let body: Body = match (relay, ctx) {
             (Relay::Stream, _) | (_, None) => body.map_err(Into::into).boxed(),
+            (Relay::Resumed, Some(ctx)) if sse => {
+                sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
+                    let mut value: Value = serde_json::from_str(event.data.as_deref()?).ok()?;
+                    ctx.rewrite_resumed(&mut value)
+                        .then(|| event.with_data(&value.to_string()))
+                })
+                .boxed()
+            }
+            (Relay::Resumed, Some(_)) => body.map_err(Into::into).boxed(),
             (relay, Some(ctx)) if sse => sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
                 let data = event.data.as_deref()?;
                 let mut value: Value = serde_json::from_str(data).ok()?;
@@ -735,7 +945,16 @@ impl Proxy {
                                 out_headers.remove(header::CONTENT_LENGTH);
                                 full(value.to_string())
                             }
-                            Err(_) => full(bytes),
+                            // Fail closed: what cannot be read cannot be filtered or inspected.
+                            Err(e) => {
+                                let message =
+                                    format!("upstream {} answer is not JSON: {e}", server.name);
+                                return rpc_error(
+                                    Some(&ctx.client_id),
+                                    code::INTERNAL_ERROR,
+                                    &message,
+                                );
+                            }
                         }
                     }
                     Err(e) => {

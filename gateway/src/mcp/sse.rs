@@ -65,13 +65,15 @@ fn parse_event(raw: &[u8]) -> Event<'_> {
     Event { raw, data, id }
 }
 
-/// Finds the end of the first complete event (index just past its blank line).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// Finds the end of the first complete event (index just past its blank line), looking from
+/// `from` on; line ends may be `\n`, `\r\n` or `\r`.
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i + 1 < buf.len() {
         match (buf[i], buf[i + 1]) {
             (b'\n', b'\n') => return Some(i + 2),
             (b'\n', b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            (b'\r', b'\r') => return Some(i + 2),
             _ => {}
         }
         i += 1;
@@ -83,6 +85,8 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 pub struct Rewrite<B, F> {
     inner: B,
     buf: BytesMut,
+    /// How far `buf` has been searched for an event end (so each byte is looked at once).
+    scanned: usize,
     rewrite: F,
     done: bool,
 }
@@ -93,6 +97,7 @@ impl<B, F> Rewrite<B, F> {
         Rewrite {
             inner,
             buf: BytesMut::new(),
+            scanned: 0,
             rewrite,
             done: false,
         }
@@ -117,18 +122,23 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            if let Some(end) = event_end(&this.buf) {
+            if let Some(end) = event_end(&this.buf, this.scanned.saturating_sub(2)) {
+                this.scanned = 0;
                 let raw = this.buf.split_to(end).freeze();
                 let event = parse_event(&raw);
                 let out = (this.rewrite)(&event).unwrap_or_else(|| raw.clone());
                 return Poll::Ready(Some(Ok(Frame::data(out))));
             }
+            this.scanned = this.buf.len();
             if this.done {
                 if this.buf.is_empty() {
                     return Poll::Ready(None);
                 }
-                let rest = this.buf.split().freeze();
-                return Poll::Ready(Some(Ok(Frame::data(rest))));
+                // An unterminated last event still gets its rewrite.
+                let raw = this.buf.split().freeze();
+                let event = parse_event(&raw);
+                let out = (this.rewrite)(&event).unwrap_or_else(|| raw.clone());
+                return Poll::Ready(Some(Ok(Frame::data(out))));
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
