@@ -1040,3 +1040,118 @@ async fn a_client_that_disconnects_closes_the_upstream_stream() {
         dropped.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_cannot_be_sidestepped_by_ids_notifications_headers_or_other_methods() {
+    let env = env(true).await;
+    let bob = Raw::initialize(env.url("db"), &env.bob).await;
+    // A float id still gets its answer filtered, and gets its own id back.
+    let v: Value = sse_or_json(
+        bob.post(&json!({"jsonrpc": "2.0", "id": 1.0, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["schema"], "{v}");
+    assert_eq!(v["id"], json!(1.0));
+    // A tools/call without an id is not a notification.
+    let resp = bob.post(&json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "query", "arguments": {"sql": "x"}}})).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(env.stateful.calls(), 0);
+    // Repeated routing headers are refused.
+    let call =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "schema"}});
+    let resp = bob
+        .post(&call)
+        .header("mcp-name", "schema")
+        .header("mcp-name", "query")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // Prompts, resources and other methods need a grant covering the whole server.
+    for method in [
+        "prompts/list",
+        "resources/list",
+        "completion/complete",
+        "vendor/anything",
+    ] {
+        let v: Value = bob
+            .post(&json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": {}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("needs a grant covering the whole server (db:*)"),
+            "{method}: {v}"
+        );
+    }
+    let alice = Raw::initialize(env.url("db"), &env.alice).await;
+    let v: Value = sse_or_json(
+        alice
+            .post(&json!({"jsonrpc": "2.0", "id": 4, "method": "resources/list", "params": {}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        !v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("grant"),
+        "alice holds db:*: {v}"
+    );
+    // A session id the upstream never issued to this token is not found.
+    let mut forged = Raw {
+        url: env.url("db"),
+        token: env.bob.clone(),
+        session: Some("made-up-session".into()),
+    };
+    assert_eq!(
+        forged.post(&call).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    forged.session = alice.session.clone();
+    assert_eq!(
+        forged.post(&call).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "alice's session is not bob's"
+    );
+}
+
+/// The JSON-RPC answer of a JSON or SSE response.
+async fn sse_or_json(resp: reqwest::Response) -> Value {
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    if !sse {
+        return serde_json::from_str(&text).unwrap();
+    }
+    text.split("\n\n")
+        .filter_map(|e| {
+            let data: String = e
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .collect();
+            serde_json::from_str::<Value>(&data).ok()
+        })
+        .find(|v| v.get("id").is_some())
+        .expect("an answer")
+}
