@@ -215,7 +215,13 @@ impl Directory {
         let now = now_ms();
         let identity = self.snapshot.load().authenticate(token, now)?;
         if let Ok(mut used) = self.used.lock() {
-            used.insert(identity.token_id.clone(), now);
+            // Allocate the key only the first time a token shows up in a flush period.
+            match used.get_mut(&identity.token_id) {
+                Some(at) => *at = now,
+                None => {
+                    used.insert(identity.token_id.clone(), now);
+                }
+            }
         }
         Ok(identity)
     }

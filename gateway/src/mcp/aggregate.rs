@@ -42,7 +42,7 @@ pub(super) struct Aggregates {
     names: Mutex<HashMap<String, Names>>,
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Names {
     tools: HashMap<String, (String, String)>,
     prompts: HashMap<String, (String, String)>,

@@ -100,11 +100,6 @@ impl PolicySet {
         self.chain.load_full()
     }
 
-    /// The engine modules are compiled with.
-    pub fn engine(&self) -> &Arc<PolicyEngine> {
-        &self.engine
-    }
-
     /// Live modules and rejected files.
     pub fn status(&self) -> Status {
         self.chain.load().status()
