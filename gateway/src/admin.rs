@@ -1,6 +1,7 @@
 //! The admin HTTP API: the CLI's operations as JSON over HTTP, on its own listener (loopback by
 //! default), behind an admin bearer token compared in constant time. Reference: docs/admin-api.md.
 
+use crate::audit;
 use crate::config::Secret;
 use crate::identity::Directory;
 use crate::policy::PolicySet;
@@ -157,6 +158,65 @@ struct VerifyBody {
     token: String,
 }
 
+/// `k=v&…` with percent-decoding (`+` is a space).
+fn query_params(query: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = |b: u8| (b as char).to_digit(16);
+                    match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// The audit filters of `GET /v1/audit`, as the CLI takes them.
+fn audit_filter(query: &str) -> Result<audit::Filter, Error> {
+    let mut f = audit::Filter::default();
+    for (k, v) in query_params(query) {
+        let int = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|_| Error::Body(format!("{k}: not a number: {v:?}")))
+        };
+        match k.as_str() {
+            "workspace" => f.workspace = Some(v),
+            "member" => f.member = Some(v),
+            "tool" => f.tool = Some(v),
+            "decision" => f.decision = Some(v),
+            "status" => f.status = Some(v),
+            "since" => f.since_ms = Some(audit::parse_time(&v)?),
+            "until" => f.until_ms = Some(audit::parse_time(&v)?),
+            "after" => f.after_id = Some(int(&v)?),
+            "limit" => f.limit = Some(int(&v)?),
+            _ => return Err(Error::Body(format!("unknown audit filter {k:?}"))),
+        }
+    }
+    Ok(f)
+}
+
 impl Admin {
     /// Serves one request.
     pub async fn handle(
@@ -302,6 +362,22 @@ impl Admin {
                 )
             }
             (&Method::GET, ["v1", "policy", "status"]) => ok(to_json(&self.policies.status())),
+            (&Method::GET, ["v1", "audit"]) => {
+                let filter = audit_filter(&query)?;
+                let records = audit::store::query(store.db(), &filter).await?;
+                ok(json!({ "records": records }))
+            }
+            (&Method::GET, ["v1", "audit", "verify"]) => {
+                let workspace = query_params(&query)
+                    .into_iter()
+                    .find(|(k, _)| k == "workspace")
+                    .map(|(_, v)| v);
+                let report = audit::store::verify(store.db(), workspace.as_deref(), &[]).await?;
+                ok(json!({ "ok": report.broken.is_none(), "report": report }))
+            }
+            (&Method::GET, ["v1", "audit", "checkpoint"]) => {
+                ok(to_json(&audit::store::heads(store.db()).await?))
+            }
             _ => Err(Error::NoRoute(method, path)),
         }
     }

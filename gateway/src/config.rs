@@ -2,6 +2,7 @@
 //! validated, with defaults filled in and `MCPGW_*` environment overrides applied. Command-line
 //! flags override both (see `main.rs`). Every field is documented in `docs/config.md`.
 
+use crate::audit::{AuditConfig, WhenFull};
 use crate::policy::{InstanceStrategy, Limits, PolicyConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -45,6 +46,26 @@ pub struct RawConfig {
     /// Policy engine settings.
     #[serde(default)]
     pub policy: RawPolicy,
+    /// Audit trail settings.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[audit]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Keep the audit trail; default true.
+    pub enabled: Option<bool>,
+    /// Records that may wait for the writer, calls in flight included; default 10000.
+    pub queue_capacity: Option<usize>,
+    /// Most records per write transaction; default 1000.
+    pub batch_size: Option<usize>,
+    /// `refuse` (default: a full queue refuses new calls) or `drop` (calls run, records are
+    /// dropped and counted).
+    pub when_full: Option<WhenFull>,
+    /// Longest a shutdown waits for the trail to be written, in milliseconds; default 30000.
+    pub drain_timeout_ms: Option<u64>,
 }
 
 /// `[policy]` in the config file.
@@ -105,6 +126,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Policy engine.
     pub policy: PolicyConfig,
+    /// Audit trail.
+    pub audit: AuditConfig,
 }
 
 /// Reads `MCPGW_<name>`; an empty value counts as unset.
@@ -211,6 +234,30 @@ impl TryFrom<RawConfig> for Config {
         let upstream_connect_timeout =
             Duration::from_millis(raw.upstream_connect_timeout_ms.unwrap_or(5_000));
         let upstream_timeout = Duration::from_millis(raw.upstream_timeout_ms.unwrap_or(30_000));
+        let a = raw.audit;
+        let audit_defaults = AuditConfig::default();
+        let audit = AuditConfig {
+            enabled: env("MCPGW_AUDIT")
+                .map(|v| v != "off")
+                .or(a.enabled)
+                .unwrap_or(audit_defaults.enabled),
+            queue_capacity: a.queue_capacity.unwrap_or(audit_defaults.queue_capacity),
+            batch_size: a.batch_size.unwrap_or(audit_defaults.batch_size),
+            when_full: a.when_full.unwrap_or(audit_defaults.when_full),
+            drain_timeout: a
+                .drain_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(audit_defaults.drain_timeout),
+        };
+        if !(1..=10_000_000).contains(&audit.queue_capacity) {
+            return Err(Error::Invalid(
+                "audit.queue_capacity",
+                "must be 1..=10000000".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&audit.batch_size) {
+            return Err(Error::Invalid("audit.batch_size", "must be 1..=10000".into()));
+        }
         Ok(Config {
             database,
             data_dir,
@@ -220,6 +267,7 @@ impl TryFrom<RawConfig> for Config {
             upstream_connect_timeout,
             upstream_timeout,
             policy,
+            audit,
         })
     }
 }

@@ -10,10 +10,12 @@
 //!   with hot reload of the policy directory.
 //! - [`upstream`]: the pooled HTTP client to upstream MCP servers.
 //! - [`store`]: workspaces, servers, members, tokens and grants in SQLite or PostgreSQL.
-//! - [`admin`]: the admin HTTP API over the store and the policy status.
+//! - [`audit`]: one record per `tools/call`, queued off the hot path, hash-chained per workspace.
+//! - [`admin`]: the admin HTTP API over the store, the policy status and the audit trail.
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod identity;
 pub mod listener;
@@ -66,6 +68,7 @@ pub async fn run_with(
     let store = store::Store::connect(&config.database)
         .await
         .context("open the database")?;
+    let audit = audit::Audit::start(store.clone(), &config.audit);
     let directory = identity::Directory::open(store)
         .await
         .context("load identities")?;
@@ -93,6 +96,7 @@ pub async fn run_with(
         policies.clone(),
         upstream::Upstream::new(config.upstream_connect_timeout, config.upstream_timeout),
         mcp::Limits::default(),
+        audit.clone(),
     ));
     // Ready lines on stdout say where to reach us: scripts and tests read them.
     println!("mcpgw MCP endpoint listening on http://{mcp_addr}/mcp/{{server}}");
@@ -131,6 +135,8 @@ pub async fn run_with(
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    // Every call has finished or been cut off, so every record is queued: write them all.
+    audit.shutdown().await;
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! The `mcpgw` command: wiring only; the work is in the library.
 
+mod cli_audit;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mcpgw::config::Config;
@@ -68,6 +70,9 @@ enum Command {
     /// Work with policy modules offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The audit trail: list, tail, export, verify, checkpoint, prune.
+    #[command(subcommand)]
+    Audit(cli_audit::AuditCmd),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -263,6 +268,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             runtime()?.block_on(mcpgw::run(config, mcpgw::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(cmd) => {
+            let config = load_config(&g)?;
+            runtime()?.block_on(async move {
+                let store = Store::connect(&config.database)
+                    .await
+                    .with_context(|| format!("open {}", redact_url(&config.database)))?;
+                cli_audit::run(&store, cmd, g.json).await
+            })
         }
         command => {
             let config = load_config(&g)?;
@@ -467,7 +481,9 @@ async fn admin_command(store: &Store, command: Command, json: bool) -> Result<Ex
                 if on { "on" } else { "off" }
             );
         }
-        Command::Serve { .. } | Command::Policy(_) => bail!("not an admin command"),
+        Command::Serve { .. } | Command::Policy(_) | Command::Audit(_) => {
+            bail!("not an admin command")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

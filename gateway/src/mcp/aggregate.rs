@@ -87,6 +87,7 @@ impl Proxy {
         req: Request<Incoming>,
         identity: Arc<Identity>,
         request_id: String,
+        received: Instant,
     ) -> Response<Body> {
         let client_session = req
             .headers()
@@ -129,7 +130,7 @@ impl Proxy {
                 );
             }
         }
-        let (parts, _body, msg) = match self.read_message(req).await {
+        let (_parts, _body, msg) = match self.read_message(req).await {
             Ok(read) => read,
             Err(refusal) => return refusal,
         };
@@ -165,8 +166,27 @@ impl Proxy {
                 rpc_result(id.as_ref(), json!({ "resourceTemplates": templates }))
             }
             (Kind::Request, Some("tools/call")) => {
-                self.call_tool(&identity, &msg, &parts.headers, request_id)
-                    .await
+                let exposed = msg.param_str("name").unwrap_or_default();
+                let start = CallStart {
+                    workspace: &identity.principal.workspace,
+                    member: identity.principal.member.as_deref(),
+                    token_id: &identity.token_id,
+                    server: "",
+                    tool: exposed,
+                    request_id: &request_id,
+                    session_id: client_session.as_deref(),
+                    received,
+                };
+                let call = match self.audit.begin_call(&start) {
+                    Ok(call) => call,
+                    Err(full) => {
+                        return rpc_error(id.as_ref(), code::INTERNAL_ERROR, &full.to_string());
+                    }
+                };
+                let resp = self
+                    .call_tool(&identity, &msg, request_id, call.clone())
+                    .await;
+                tracked(resp, call)
             }
             (Kind::Request, Some("prompts/get")) => {
                 let name = msg.param_str("name").unwrap_or_default();
@@ -265,14 +285,17 @@ impl Proxy {
         identity: &Identity,
         server: &ServerView,
         body: &Value,
-    ) -> Result<Response<Incoming>, String> {
+    ) -> Result<Response<Incoming>, SendError> {
         let key = (identity.token_id.clone(), server.name.clone());
         for attempt in 0..2 {
             let cached = lock(&self.aggregates.upstream_sessions).get(&key).cloned();
             let session = match cached {
                 Some(s) => s,
                 None => {
-                    let s = self.open_upstream(server).await?;
+                    let s = self
+                        .open_upstream(server)
+                        .await
+                        .map_err(SendError::Other)?;
                     lock(&self.aggregates.upstream_sessions).insert(key.clone(), s.clone());
                     s
                 }
@@ -287,14 +310,17 @@ impl Proxy {
                     Bytes::from(body.to_string()),
                 )
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(SendError::Upstream)?;
             if resp.status() == StatusCode::NOT_FOUND && session.is_some() && attempt == 0 {
                 lock(&self.aggregates.upstream_sessions).remove(&key);
                 continue;
             }
             return Ok(resp);
         }
-        Err(format!("upstream {} keeps losing its session", server.name))
+        Err(SendError::Other(format!(
+            "upstream {} keeps losing its session",
+            server.name
+        )))
     }
 
     async fn open_upstream(&self, server: &ServerView) -> Result<Option<String>, String> {
@@ -395,7 +421,10 @@ impl Proxy {
             if let Some(c) = &cursor {
                 req["params"]["cursor"] = c.clone();
             }
-            let resp = self.upstream_send(identity, server, &req).await?;
+            let resp = self
+                .upstream_send(identity, server, &req)
+                .await
+                .map_err(|e| e.to_string())?;
             let answer = self.read_answer(resp, &id).await?;
             if let Some(e) = answer.get("error") {
                 // A server without prompts or resources says method-not-found: nothing to list.
@@ -516,14 +545,20 @@ impl Proxy {
         &self,
         identity: &Arc<Identity>,
         msg: &Message,
-        _headers: &HeaderMap,
         request_id: String,
+        call: Option<Arc<Call>>,
     ) -> Response<Body> {
         let exposed = msg.param_str("name").unwrap_or_default().to_owned();
         let target = lock(&self.aggregates.names)
             .get(&identity.token_id)
             .and_then(|n| n.tools.get(&exposed).cloned());
+        let unknown = || {
+            if let Some(call) = &call {
+                call.finish(Status::Denied, Some(code::INVALID_PARAMS.to_string()));
+            }
+        };
         let Some((server_name, tool)) = target.or_else(|| split_name(&exposed)) else {
+            unknown();
             return rpc_error(
                 msg.id(),
                 code::INVALID_PARAMS,
@@ -531,12 +566,16 @@ impl Proxy {
             );
         };
         let Some(server) = identity.workspace.servers.get(&server_name).cloned() else {
+            unknown();
             return rpc_error(
                 msg.id(),
                 code::INVALID_PARAMS,
                 &format!("Unknown tool: {exposed}"),
             );
         };
+        if let Some(call) = &call {
+            call.target(&server_name, &tool);
+        }
         let span = tracing::Span::current();
         span.record("server", server_name.as_str());
         span.record("tool", tool.as_str());
@@ -548,6 +587,7 @@ impl Proxy {
             rpc_id: json!(format!("mcpgw-{request_id}")),
             client_id: msg.id().cloned().unwrap_or(Value::Null),
             request_id,
+            call,
         };
         let arguments = msg.arguments_json();
         if let Some(refusal) = self.decide_call(&ctx, msg, &tool, &arguments, &exposed) {
@@ -565,9 +605,21 @@ impl Proxy {
         body["params"]["name"] = json!(tool);
         // The upstream session is shared by every client of this token: ids must be the gateway's.
         body["id"] = ctx.rpc_id.clone();
+        if let Some(call) = &ctx.call {
+            call.upstream_started();
+        }
         let resp = match self.upstream_send(identity, &server, &body).await {
             Ok(r) => r,
-            Err(e) => return rpc_error(msg.id(), code::INTERNAL_ERROR, &e),
+            Err(e) => {
+                if let Some(call) = &ctx.call {
+                    let status = match &e {
+                        SendError::Upstream(u) => upstream_status(u),
+                        SendError::Other(_) => Status::UpstreamError,
+                    };
+                    call.finish(status, Some(code::INTERNAL_ERROR.to_string()));
+                }
+                return rpc_error(msg.id(), code::INTERNAL_ERROR, &e.to_string());
+            }
         };
         self.relay_aggregated(resp, &server_name, relay, ctx).await
     }
@@ -619,7 +671,7 @@ impl Proxy {
                 }
                 Err(e) => rpc_error(msg.id(), code::INTERNAL_ERROR, &e),
             },
-            Err(e) => rpc_error(msg.id(), code::INTERNAL_ERROR, &e),
+            Err(e) => rpc_error(msg.id(), code::INTERNAL_ERROR, &e.to_string()),
         }
     }
 
@@ -663,6 +715,9 @@ impl Proxy {
                         full(v.to_string())
                     }
                     Err(e) => {
+                        if let Some(call) = &ctx.call {
+                            call.finish(Status::UpstreamError, Some("not-json".into()));
+                        }
                         return rpc_error(
                             Some(&ctx.client_id),
                             code::INTERNAL_ERROR,
@@ -671,6 +726,9 @@ impl Proxy {
                     }
                 },
                 Err(e) => {
+                    if let Some(call) = &ctx.call {
+                        call.finish(Status::UpstreamError, Some("unreadable".into()));
+                    }
                     return rpc_error(
                         Some(&ctx.client_id),
                         code::INTERNAL_ERROR,
@@ -720,9 +778,20 @@ impl Proxy {
                 };
                 out
             }
-            Err(e) => http_error(StatusCode::BAD_GATEWAY, code::INTERNAL_ERROR, &e),
+            Err(e) => http_error(StatusCode::BAD_GATEWAY, code::INTERNAL_ERROR, &e.to_string()),
         }
     }
+}
+
+/// Why a message could not be sent to an upstream.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The request itself failed.
+    #[error(transparent)]
+    Upstream(upstream::Error),
+    /// Opening the upstream session failed.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// The client's message as the upstream session (2025-11-25) expects it: a 2026-07-28 client's

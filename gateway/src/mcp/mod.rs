@@ -12,6 +12,7 @@ mod aggregate;
 pub mod jsonrpc;
 pub mod sse;
 
+use crate::audit::{self, Audit, Call, CallStart, Status};
 use crate::identity::{AuthError, Directory, Identity, ServerView};
 use crate::policy::{Denial, PolicyChain, PolicySet, Question, Verdict};
 use crate::upstream::{self, Upstream};
@@ -25,6 +26,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tracing::Instrument as _;
 
 /// The body type of every response.
@@ -129,6 +131,7 @@ pub struct Proxy {
     aggregates: aggregate::Aggregates,
     next_request: AtomicU64,
     request_prefix: String,
+    audit: Arc<Audit>,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -291,6 +294,8 @@ struct Context {
     rpc_id: Value,
     /// The client's id, restored on the answer.
     client_id: Value,
+    /// The audit record of a `tools/call`.
+    call: Option<Arc<Call>>,
 }
 
 impl Context {
@@ -341,6 +346,9 @@ impl Context {
             .inspect_result(&self.question(tool, Some(arguments)), &result.to_string());
         if let Verdict::Deny(d) = verdict {
             log_denial("result", &d, self.enforced());
+            if let Some(call) = &self.call {
+                call.denied(&d, self.enforced());
+            }
             if self.enforced() {
                 *response = jsonrpc::tool_error_result(Some(&self.client_id), &denial_text(&d));
             }
@@ -356,6 +364,9 @@ impl Context {
             Relay::FilterTools => self.filter_tools(response),
             Relay::InspectResult { tool, arguments } => self.inspect(response, tool, arguments),
             Relay::Stream | Relay::Resumed => {}
+        }
+        if let Some(call) = &self.call {
+            call.answered(response);
         }
         response["id"] = self.client_id.clone();
     }
@@ -380,6 +391,22 @@ impl Context {
     }
 }
 
+/// The status of a call whose upstream request failed.
+fn upstream_status(e: &upstream::Error) -> Status {
+    match e {
+        upstream::Error::Timeout { .. } => Status::Timeout,
+        _ => Status::UpstreamError,
+    }
+}
+
+/// Holds a call's audit record open until its response body is done with.
+fn tracked(resp: Response<Body>, call: Option<Arc<Call>>) -> Response<Body> {
+    match call {
+        Some(call) => resp.map(|b| audit::Tracked::new(b, call).boxed()),
+        None => resp,
+    }
+}
+
 fn denial_text(d: &Denial) -> String {
     format!("Denied by policy {} ({}): {}", d.module, d.code, d.reason)
 }
@@ -396,6 +423,7 @@ impl Proxy {
         policies: Arc<PolicySet>,
         upstream: Upstream,
         limits: Limits,
+        audit: Arc<Audit>,
     ) -> Proxy {
         let mut seed = [0u8; 4];
         let _ = getrandom::fill(&mut seed);
@@ -408,6 +436,7 @@ impl Proxy {
             aggregates: aggregate::Aggregates::default(),
             next_request: AtomicU64::new(1),
             request_prefix: hex::encode(seed),
+            audit,
         }
     }
 
@@ -416,6 +445,7 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
+        let received = Instant::now();
         let request_id = format!(
             "{}-{}",
             self.request_prefix,
@@ -424,11 +454,16 @@ impl Proxy {
         let span = tracing::info_span!("mcp", request_id = %request_id, workspace = tracing::field::Empty,
             member = tracing::field::Empty, server = tracing::field::Empty, method = tracing::field::Empty,
             tool = tracing::field::Empty, decision = tracing::field::Empty);
-        let resp = self.route(req, request_id).instrument(span).await;
+        let resp = self.route(req, request_id, received).instrument(span).await;
         Ok(resp)
     }
 
-    async fn route(&self, req: Request<Incoming>, request_id: String) -> Response<Body> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        request_id: String,
+        received: Instant,
+    ) -> Response<Body> {
         let path = req.uri().path().to_owned();
         if path.starts_with("/.well-known/oauth-protected-resource") {
             return self.resource_metadata(&req, &path);
@@ -468,7 +503,16 @@ impl Proxy {
         }
         let identity = match self.authenticate(req.headers()) {
             Ok(id) => id,
-            Err(e) => return self.unauthorized(&req, &path, e),
+            Err(e) => {
+                let why = match e {
+                    AuthError::Missing => "missing-token",
+                    AuthError::Invalid => "invalid-token",
+                    AuthError::Expired => "expired-token",
+                };
+                self.audit
+                    .auth_failure(&server_name, why, &request_id, received);
+                return self.unauthorized(&req, &path, e);
+            }
         };
         let span = tracing::Span::current();
         span.record("workspace", identity.principal.workspace.as_str());
@@ -481,7 +525,7 @@ impl Proxy {
                 .unwrap_or("(workspace token)"),
         );
         if aggregated {
-            return self.aggregate(req, identity, request_id).await;
+            return self.aggregate(req, identity, request_id, received).await;
         }
         span.record("server", server_name.as_str());
         let Some(server) = identity.workspace.servers.get(&server_name).cloned() else {
@@ -546,6 +590,7 @@ impl Proxy {
                     request_id,
                     rpc_id: Value::Null,
                     client_id: Value::Null,
+                    call: None,
                 };
                 let relay = if method == Method::GET {
                     Relay::Resumed
@@ -572,7 +617,10 @@ impl Proxy {
                 }
                 resp
             }
-            Method::POST => self.post(req, server, identity, request_id).await,
+            Method::POST => {
+                self.post(req, server, identity, request_id, received)
+                    .await
+            }
             _ => {
                 let mut resp = http_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -717,6 +765,7 @@ impl Proxy {
         server: ServerView,
         identity: Arc<Identity>,
         request_id: String,
+        received: Instant,
     ) -> Response<Body> {
         let (parts, _raw, msg) = match self.read_message(req).await {
             Ok(read) => read,
@@ -726,6 +775,44 @@ impl Proxy {
         if let Some(m) = msg.method() {
             span.record("method", m);
         }
+        let call = if msg.kind == Kind::Request && msg.method() == Some("tools/call") {
+            let session = parts
+                .headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok());
+            let start = CallStart {
+                workspace: &identity.principal.workspace,
+                member: identity.principal.member.as_deref(),
+                token_id: &identity.token_id,
+                server: &server.name,
+                tool: msg.param_str("name").unwrap_or_default(),
+                request_id: &request_id,
+                session_id: session,
+                received,
+            };
+            match self.audit.begin_call(&start) {
+                Ok(call) => call,
+                Err(full) => return rpc_error(msg.id(), code::INTERNAL_ERROR, &full.to_string()),
+            }
+        } else {
+            None
+        };
+        let resp = self
+            .post_message(parts, msg, server, identity, request_id, call.clone())
+            .await;
+        tracked(resp, call)
+    }
+
+    async fn post_message(
+        &self,
+        parts: http::request::Parts,
+        msg: Message,
+        server: ServerView,
+        identity: Arc<Identity>,
+        request_id: String,
+        call: Option<Arc<Call>>,
+    ) -> Response<Body> {
+        let span = tracing::Span::current();
         let chain = self.policies.chain();
         let ctx = Context {
             chain: chain.clone(),
@@ -734,6 +821,7 @@ impl Proxy {
             request_id,
             rpc_id: msg.id().cloned().unwrap_or(Value::Null),
             client_id: msg.id().cloned().unwrap_or(Value::Null),
+            call,
         };
         let relay = match (msg.kind.clone(), msg.method()) {
             (Kind::Request, Some("tools/list")) => Relay::FilterTools,
@@ -754,6 +842,9 @@ impl Proxy {
                         // the result phase: refuse rather than let it bypass inspection.
                         let why =
                             "task-augmented tool calls are refused while a policy inspects results";
+                        if let Some(call) = &ctx.call {
+                            call.finish(Status::Denied, Some(code::INVALID_PARAMS.to_string()));
+                        }
                         return rpc_error(msg.id(), code::INVALID_PARAMS, why);
                     }
                     Relay::InspectResult { tool, arguments }
@@ -830,6 +921,9 @@ impl Proxy {
         let mut decision = "allow";
         if let Verdict::Deny(d) = ctx.chain.decide(&ctx.question(tool, None)) {
             log_denial("list", &d, ctx.enforced());
+            if let Some(call) = &ctx.call {
+                call.denied(&d, ctx.enforced());
+            }
             if ctx.enforced() {
                 span.record("decision", "deny");
                 return Some(rpc_error(
@@ -842,6 +936,9 @@ impl Proxy {
         }
         if let Verdict::Deny(d) = ctx.chain.decide(&ctx.question(tool, Some(arguments))) {
             log_denial("call", &d, ctx.enforced());
+            if let Some(call) = &ctx.call {
+                call.denied(&d, ctx.enforced());
+            }
             if ctx.enforced() {
                 span.record("decision", "deny");
                 return Some(json_response(
@@ -869,10 +966,17 @@ impl Proxy {
         ctx: Option<Context>,
     ) -> Response<Body> {
         let id = msg.and_then(Message::id);
+        let call = ctx.as_ref().and_then(|c| c.call.clone());
+        if let Some(call) = &call {
+            call.upstream_started();
+        }
         let upstream = match self.upstream.forward(server, method, headers, body).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "upstream failed");
+                if let Some(call) = &call {
+                    call.finish(upstream_status(&e), Some(code::INTERNAL_ERROR.to_string()));
+                }
                 return match msg.map(|m| &m.kind) {
                     Some(Kind::Request) => rpc_error(id, code::INTERNAL_ERROR, &e.to_string()),
                     _ => http_error(
@@ -895,6 +999,9 @@ impl Proxy {
                 "upstream {} refused the gateway's credentials ({status})",
                 server.name
             );
+            if let Some(call) = &call {
+                call.finish(Status::UpstreamError, Some(status.as_u16().to_string()));
+            }
             return match msg.map(|m| &m.kind) {
                 Some(Kind::Request) => rpc_error(id, code::INTERNAL_ERROR, &message),
                 _ => http_error(StatusCode::BAD_GATEWAY, code::INTERNAL_ERROR, &message),
@@ -911,7 +1018,8 @@ impl Proxy {
         let sse = upstream::is_event_stream(upstream.headers());
         let body = upstream.into_body();
         let body: Body = match (relay, ctx) {
-            (Relay::Stream, _) | (_, None) => body.map_err(Into::into).boxed(),
+            (Relay::Stream, Some(ctx)) if ctx.call.is_none() => body.map_err(Into::into).boxed(),
+            (_, None) => body.map_err(Into::into).boxed(),
             (Relay::Resumed, Some(ctx)) if sse => {
                 sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
                     let mut value: Value = serde_json::from_str(event.data.as_deref()?).ok()?;
@@ -928,7 +1036,8 @@ impl Proxy {
                     return None;
                 }
                 ctx.rewrite(&relay, &mut value);
-                Some(event.with_data(&value.to_string()))
+                // A call only watched for its audit record goes out as it came.
+                (!matches!(relay, Relay::Stream)).then(|| event.with_data(&value.to_string()))
             })
             .boxed(),
             (relay, Some(ctx)) => {
@@ -947,6 +1056,9 @@ impl Proxy {
                             }
                             // Fail closed: what cannot be read cannot be filtered or inspected.
                             Err(e) => {
+                                if let Some(call) = &ctx.call {
+                                    call.finish(Status::UpstreamError, Some("not-json".into()));
+                                }
                                 let message =
                                     format!("upstream {} answer is not JSON: {e}", server.name);
                                 return rpc_error(
@@ -958,6 +1070,9 @@ impl Proxy {
                         }
                     }
                     Err(e) => {
+                        if let Some(call) = &ctx.call {
+                            call.finish(Status::UpstreamError, Some("unreadable".into()));
+                        }
                         let message = format!("upstream {} answer unreadable: {e}", server.name);
                         return rpc_error(id, code::INTERNAL_ERROR, &message);
                     }

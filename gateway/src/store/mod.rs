@@ -71,6 +71,7 @@ macro_rules! with_db {
         }
     };
 }
+pub(crate) use with_db;
 
 /// A workspace: the unit of tenancy. Tokens, members and servers belong to exactly one.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
