@@ -115,7 +115,15 @@ fn print_table(records: &[Record], header: bool) {
     if header {
         println!(
             "{:<24} {:<16} {:<16} {:<12} {:<20} {:<10} {:<14} {:<16} {:>10}",
-            "TIME", "WORKSPACE", "MEMBER", "SERVER", "TOOL", "DECISION", "STATUS", "CODE", "LATENCY"
+            "TIME",
+            "WORKSPACE",
+            "MEMBER",
+            "SERVER",
+            "TOOL",
+            "DECISION",
+            "STATUS",
+            "CODE",
+            "LATENCY"
         );
     }
     for r in records {
@@ -174,7 +182,9 @@ fn csv_line(r: &Record) -> String {
         csv_field(&r.status),
         opt(&r.error_code),
         r.latency_us.to_string(),
-        r.upstream_latency_us.map(|v| v.to_string()).unwrap_or_default(),
+        r.upstream_latency_us
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
         csv_field(&r.request_id),
         opt(&r.session_id),
         r.prev_hash.clone(),
@@ -186,8 +196,7 @@ fn csv_line(r: &Record) -> String {
 /// Reads a checkpoint file: the lines `mcpgw audit checkpoint` prints (`WORKSPACE SEQ HASH`) or its
 /// `--json` output.
 fn read_checkpoint(path: &PathBuf) -> Result<Vec<ChainHead>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     if text.trim_start().starts_with('[') {
         #[derive(serde::Deserialize)]
         struct Head {
@@ -210,7 +219,10 @@ fn read_checkpoint(path: &PathBuf) -> Result<Vec<ChainHead>> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [workspace, seq, hash] = fields.as_slice() else {
-            bail!("{}: expected WORKSPACE SEQ HASH, got {line:?}", path.display());
+            bail!(
+                "{}: expected WORKSPACE SEQ HASH, got {line:?}",
+                path.display()
+            );
         };
         out.push(ChainHead {
             workspace: if *workspace == "(unauthenticated)" {

@@ -256,7 +256,10 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
         if !(1..=10_000).contains(&audit.batch_size) {
-            return Err(Error::Invalid("audit.batch_size", "must be 1..=10000".into()));
+            return Err(Error::Invalid(
+                "audit.batch_size",
+                "must be 1..=10000".into(),
+            ));
         }
         Ok(Config {
             database,

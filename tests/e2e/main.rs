@@ -1,6 +1,7 @@
 //! One integration binary for the whole suite: each module is one area of the product.
 
 mod admin;
+mod audit;
 mod identity;
 mod policy;
 mod proxy;

@@ -134,7 +134,7 @@ async fn members_see_and_call_only_what_they_are_granted() {
     for server in ["db", "search"] {
         assert_eq!(
             tool_names(&env.url(server), &env.alice).await,
-            ["echo", "query", "roots", "schema", "slow", "steps"],
+            ["echo", "fail", "query", "roots", "schema", "slow", "steps"],
             "{server}"
         );
     }
@@ -197,7 +197,7 @@ async fn enforcement_off_lets_a_denied_call_through() {
     let env = env(false).await;
     assert_eq!(
         tool_names(&env.url("db"), &env.bob).await,
-        ["echo", "query", "roots", "schema", "slow", "steps"],
+        ["echo", "fail", "query", "roots", "schema", "slow", "steps"],
         "would-deny shows everything"
     );
     let bob = mcp_client(&env.url("db"), &env.bob).await.unwrap();
@@ -634,7 +634,7 @@ async fn bad_input_and_upstream_failures_get_clear_errors() {
         StatusCode::NOT_FOUND
     );
     // The gateway is unharmed.
-    assert_eq!(tool_names(&env.url("db"), &env.alice).await.len(), 6);
+    assert_eq!(tool_names(&env.url("db"), &env.alice).await.len(), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,7 +688,7 @@ async fn clients_of_the_2026_07_28_revision_work_through_the_gateway() {
         names.sort();
         assert_eq!(
             names,
-            ["echo", "query", "roots", "schema", "slow", "steps"],
+            ["echo", "fail", "query", "roots", "schema", "slow", "steps"],
             "{server}"
         );
         let r = client
@@ -838,12 +838,14 @@ async fn the_aggregated_endpoint_exposes_every_server_under_a_prefix() {
     let all = format!("{}/mcp", env.gw.mcp_url);
     let expected = [
         "db_echo",
+        "db_fail",
         "db_query",
         "db_roots",
         "db_schema",
         "db_slow",
         "db_steps",
         "search_echo",
+        "search_fail",
         "search_query",
         "search_roots",
         "search_schema",

@@ -69,6 +69,11 @@ impl TestDb {
         })
     }
 
+    /// The PostgreSQL schema of this database (PostgreSQL only).
+    pub fn pg_schema(&self) -> Option<&str> {
+        self.schema.as_ref().map(|(_, s)| s.as_str())
+    }
+
     /// SQLite, and PostgreSQL when available.
     pub async fn all() -> Vec<TestDb> {
         let mut dbs = vec![TestDb::sqlite()];
@@ -99,5 +104,25 @@ impl Drop for TestDb {
             })
         })
         .join();
+    }
+}
+
+/// Runs one statement with one integer parameter (`$1`) on either backend: for tests that
+/// tamper with the store behind the gateway's back.
+pub async fn execute(url: &str, sql: &'static str, param: i64) {
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query(sql)
+            .bind(param)
+            .execute(&mut conn)
+            .await
+            .expect(sql);
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+        sqlx::query(sql)
+            .bind(param)
+            .execute(&mut conn)
+            .await
+            .expect(sql);
     }
 }

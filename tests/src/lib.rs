@@ -97,8 +97,16 @@ impl TestGateway {
 
     /// Starts a gateway on `database` with these policy settings.
     pub async fn start_with(database: &str, policy: mcpgw::policy::PolicyConfig) -> TestGateway {
+        Self::start_config(database, |c| c.policy = policy).await
+    }
+
+    /// Starts a gateway on `database` with the test defaults changed by `adjust`.
+    pub async fn start_config(
+        database: &str,
+        adjust: impl FnOnce(&mut mcpgw::config::Config),
+    ) -> TestGateway {
         let data_dir = std::env::temp_dir().join(format!("mcpgw-test-{}", std::process::id()));
-        let config = mcpgw::config::Config {
+        let mut config = mcpgw::config::Config {
             database: database.to_owned(),
             data_dir,
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -106,8 +114,10 @@ impl TestGateway {
             admin_token: None,
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(5),
-            policy,
+            policy: mcpgw::policy::PolicyConfig::default(),
+            audit: mcpgw::audit::AuditConfig::default(),
         };
+        adjust(&mut config);
         let admin_token = "test-admin-token-0123456789".to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

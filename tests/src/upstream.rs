@@ -135,6 +135,12 @@ impl Demo {
         ))]))
     }
 
+    #[tool(description = "Fail with the text as a tool error (isError)")]
+    async fn fail(&self, Parameters(a): Parameters<EchoArgs>) -> Result<CallToolResult, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(CallToolResult::error(vec![ContentBlock::text(a.text)]))
+    }
+
     #[tool(description = "Echo the text")]
     async fn echo(&self, Parameters(a): Parameters<EchoArgs>) -> Result<CallToolResult, McpError> {
         self.calls.fetch_add(1, Ordering::SeqCst);

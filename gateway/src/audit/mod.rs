@@ -737,7 +737,10 @@ mod tests {
     #[test]
     fn times_parse_in_three_forms() {
         assert_eq!(parse_time("2026-11-24").unwrap(), 1_795_478_400_000);
-        assert_eq!(parse_time("2026-11-24T00:00:01Z").unwrap(), 1_795_478_401_000);
+        assert_eq!(
+            parse_time("2026-11-24T00:00:01Z").unwrap(),
+            1_795_478_401_000
+        );
         let ago = crate::store::now_ms() - parse_time("1h").unwrap();
         assert!((3_599_000..3_601_000).contains(&ago));
         assert!(parse_time("yesterday").is_err());

@@ -284,21 +284,46 @@ pub async fn verify(
             for r in rows {
                 report.records += 1;
                 if r.seq != seq + 1 {
-                    found = Some(broken(Some(r.id), r.seq, format!("seq {} follows seq {seq}: rows {}..{} are missing", r.seq, seq + 1, r.seq - 1)));
+                    found = Some(broken(
+                        Some(r.id),
+                        r.seq,
+                        format!(
+                            "seq {} follows seq {seq}: rows {}..{} are missing",
+                            r.seq,
+                            seq + 1,
+                            r.seq - 1
+                        ),
+                    ));
                     break 'pages;
                 }
                 if r.prev_hash != prev {
-                    found = Some(broken(Some(r.id), r.seq, "does not continue the chain: the row before it was altered or replaced".into()));
+                    found = Some(broken(
+                        Some(r.id),
+                        r.seq,
+                        "does not continue the chain: the row before it was altered or replaced"
+                            .into(),
+                    ));
                     break 'pages;
                 }
                 if r.compute_hash() != r.hash {
-                    found = Some(broken(Some(r.id), r.seq, "contents do not match the row's hash: the row was altered".into()));
+                    found = Some(broken(
+                        Some(r.id),
+                        r.seq,
+                        "contents do not match the row's hash: the row was altered".into(),
+                    ));
                     break 'pages;
                 }
                 if let Some(e) = expected.iter().find(|e| e.seq == r.seq)
                     && e.hash != r.hash
                 {
-                    found = Some(broken(Some(r.id), r.seq, format!("hash differs from the checkpoint kept elsewhere ({}): the chain was rewritten", e.hash)));
+                    found = Some(broken(
+                        Some(r.id),
+                        r.seq,
+                        format!(
+                            "hash differs from the checkpoint kept elsewhere ({}): the chain was rewritten",
+                            e.hash
+                        ),
+                    ));
                     break 'pages;
                 }
                 seq = r.seq;

@@ -292,10 +292,7 @@ impl Proxy {
             let session = match cached {
                 Some(s) => s,
                 None => {
-                    let s = self
-                        .open_upstream(server)
-                        .await
-                        .map_err(SendError::Other)?;
+                    let s = self.open_upstream(server).await.map_err(SendError::Other)?;
                     lock(&self.aggregates.upstream_sessions).insert(key.clone(), s.clone());
                     s
                 }
@@ -778,7 +775,11 @@ impl Proxy {
                 };
                 out
             }
-            Err(e) => http_error(StatusCode::BAD_GATEWAY, code::INTERNAL_ERROR, &e.to_string()),
+            Err(e) => http_error(
+                StatusCode::BAD_GATEWAY,
+                code::INTERNAL_ERROR,
+                &e.to_string(),
+            ),
         }
     }
 }

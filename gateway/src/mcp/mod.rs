@@ -617,10 +617,7 @@ impl Proxy {
                 }
                 resp
             }
-            Method::POST => {
-                self.post(req, server, identity, request_id, received)
-                    .await
-            }
+            Method::POST => self.post(req, server, identity, request_id, received).await,
             _ => {
                 let mut resp = http_error(
                     StatusCode::METHOD_NOT_ALLOWED,

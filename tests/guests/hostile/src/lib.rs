@@ -7,12 +7,15 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct Mode {
     mode: String,
+    /// When set, misbehave only on this server and abstain on the others.
+    only_server: Option<String>,
 }
 
 impl Default for Mode {
     fn default() -> Self {
         Mode {
             mode: "deny".into(),
+            only_server: None,
         }
     }
 }
@@ -31,6 +34,9 @@ pub struct Hostile;
 static mut COUNTER: u64 = 0;
 
 fn act(call: &ToolCall, mode: &Mode) -> Decision {
+    if mode.only_server.as_ref().is_some_and(|s| *s != call.server) {
+        return Decision::abstain();
+    }
     if (call.server == "trial" && mode.mode != "trap-trial") || mode.mode == "deny-results" {
         return Decision::abstain();
     }
