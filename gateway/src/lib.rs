@@ -11,12 +11,14 @@
 //! - [`upstream`]: the pooled HTTP client to upstream MCP servers.
 //! - [`store`]: workspaces, servers, members, tokens and grants in SQLite or PostgreSQL.
 //! - [`audit`]: one record per `tools/call`, queued off the hot path, hash-chained per workspace.
+//! - [`demo`]: demo upstream MCP servers (real rmcp servers) for `mcpgw dev` and the load harness.
 //! - [`admin`]: the admin HTTP API over the store, the policy status and the audit trail.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod demo;
 pub mod identity;
 pub mod listener;
 pub mod mcp;

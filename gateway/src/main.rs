@@ -1,6 +1,7 @@
 //! The `mcpgw` command: wiring only; the work is in the library.
 
 mod cli_audit;
+mod cli_dev;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -38,6 +39,19 @@ struct Global {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a complete demo: SQLite in --data-dir, allowlist + secrets-guard, three demo MCP
+    /// servers, a workspace with two members; prints their tokens and client configs.
+    Dev {
+        /// Where the demo keeps its SQLite database, policies and cache.
+        #[arg(long, default_value = "mcpgw-dev")]
+        data_dir: PathBuf,
+        /// MCP listener address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Admin API listener address.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: String,
+    },
     /// Run the gateway: identity snapshot, policy chain (hot-reloaded) and the admin API.
     Serve {
         /// MCP listener address.
@@ -269,6 +283,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(mcpgw::run(config, mcpgw::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dev {
+            data_dir,
+            listen,
+            admin_listen,
+        } => {
+            let mut config = load_config(&g)?;
+            if g.database.is_none() && std::env::var_os("MCPGW_DATABASE_URL").is_none() {
+                config.database = format!("sqlite://{}", data_dir.join("mcpgw.db").display());
+            }
+            let args = cli_dev::DevArgs {
+                data_dir,
+                listen,
+                admin_listen,
+            };
+            runtime()?.block_on(cli_dev::run(config, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(cmd) => {
             let config = load_config(&g)?;
             runtime()?.block_on(async move {
@@ -481,7 +512,7 @@ async fn admin_command(store: &Store, command: Command, json: bool) -> Result<Ex
                 if on { "on" } else { "off" }
             );
         }
-        Command::Serve { .. } | Command::Policy(_) | Command::Audit(_) => {
+        Command::Serve { .. } | Command::Dev { .. } | Command::Policy(_) | Command::Audit(_) => {
             bail!("not an admin command")
         }
     }
