@@ -82,16 +82,26 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<()> {
         "  data       {} (SQLite, audit trail, policies/)\n",
         args.data_dir.display()
     ));
-    out.push_str("  policy     built-in allowlist, then secrets-guard (drop more .wasm into policies/)\n");
+    out.push_str(
+        "  policy     built-in allowlist, then secrets-guard (drop more .wasm into policies/)\n",
+    );
     out.push_str(&format!(
         "  workspace  {WORKSPACE}, enforcement on\n  upstreams  "
     ));
-    let names: Vec<String> = servers.iter().map(|s| format!("{} ({})", s.name, s.url)).collect();
+    let names: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.url))
+        .collect();
     out.push_str(&names.join(", "));
     out.push_str("\n\n  endpoints  ");
-    out.push_str(&format!("{base}/mcp (every server, tools named server_tool)\n"));
+    out.push_str(&format!(
+        "{base}/mcp (every server, tools named server_tool)\n"
+    ));
     for s in &servers {
-        out.push_str(&format!("             {base}/mcp/{} (one server)\n", s.name));
+        out.push_str(&format!(
+            "             {base}/mcp/{} (one server)\n",
+            s.name
+        ));
     }
     out.push_str(&format!(
         "  admin API  {admin_url} (token {admin_token})\n\n"
@@ -107,7 +117,8 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<()> {
     let bearer = format!("Bearer {token}");
     let claude = json!({"mcpServers": {"mcpgw": {
         "command": "npx", "args": ["-y", "mcp-remote", url, "--allow-http", "--header", format!("Authorization:{bearer}")]}}});
-    let cursor = json!({"mcpServers": {"mcpgw": {"url": url, "headers": {"Authorization": bearer}}}});
+    let cursor =
+        json!({"mcpServers": {"mcpgw": {"url": url, "headers": {"Authorization": bearer}}}});
     let vscode = json!({"servers": {"mcpgw": {"type": "http", "url": url, "headers": {"Authorization": bearer}}}});
     out.push_str(&format!(
         "\nClient configs ({member}'s token; use bob's to see the difference):\n\n"

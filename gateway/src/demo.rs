@@ -67,14 +67,19 @@ impl Db {
     }
 
     #[tool(description = "Run a read-only SQL query against the demo database")]
-    async fn query(&self, Parameters(a): Parameters<QueryArgs>) -> Result<CallToolResult, McpError> {
+    async fn query(
+        &self,
+        Parameters(a): Parameters<QueryArgs>,
+    ) -> Result<CallToolResult, McpError> {
         let sql = a.sql.trim().to_ascii_lowercase();
         if !sql.starts_with("select") {
             return Ok(CallToolResult::error(vec![ContentBlock::text(
                 "only SELECT statements are allowed",
             )]));
         }
-        text("id | name  | email\n1  | Ada   | ada@example.com\n2  | Grace | grace@example.com\n(2 rows)")
+        text(
+            "id | name  | email\n1  | Ada   | ada@example.com\n2  | Grace | grace@example.com\n(2 rows)",
+        )
     }
 
     #[tool(description = "Describe the demo database's tables")]
@@ -129,7 +134,10 @@ impl Ci {
         &self,
         Parameters(a): Parameters<ServiceArgs>,
     ) -> Result<CallToolResult, McpError> {
-        text(format!("{}: healthy, 3/3 replicas, version 1.4.2", a.service))
+        text(format!(
+            "{}: healthy, 3/3 replicas, version 1.4.2",
+            a.service
+        ))
     }
 }
 
@@ -167,8 +175,9 @@ impl Search {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Search {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("demo-search", env!("CARGO_PKG_VERSION")))
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
+            Implementation::new("demo-search", env!("CARGO_PKG_VERSION")),
+        )
     }
 }
 
