@@ -325,6 +325,33 @@ impl Audit {
         })
     }
 
+    /// A trail whose records are received and discarded: the request-path cost of auditing
+    /// without a store, for benchmarks.
+    #[doc(hidden)]
+    pub fn discarding(capacity: usize) -> Arc<Audit> {
+        let (tx, mut rx) = mpsc::channel::<Record>(capacity);
+        let stats = Arc::new(Stats::default());
+        let written = stats.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            while rx.recv_many(&mut buf, 1024).await > 0 {
+                written
+                    .written
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                buf.clear();
+            }
+        });
+        let (stop_tx, _) = oneshot::channel();
+        Arc::new(Audit {
+            tx: Some(tx),
+            capacity,
+            when_full: WhenFull::Refuse,
+            drain_timeout: Duration::from_secs(1),
+            stats,
+            writer: Mutex::new(Some((task, stop_tx))),
+        })
+    }
+
     /// No trail at all.
     pub fn disabled() -> Audit {
         Audit {
