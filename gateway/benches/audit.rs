@@ -77,16 +77,19 @@ async fn postgres_schema() -> Option<String> {
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut c = Criterion::default().configure_from_args();
-    let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}});
+    let answer =
+        json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}});
     let mut g = c.benchmark_group("audit_per_call");
     let on = rt.block_on(async { Audit::discarding(100_000) });
     let off = Audit::disabled();
     g.bench_function("on", |b| {
-        b.iter(|| loop {
-            if one_call(&on, black_box(&answer)).is_ok() {
-                break;
+        b.iter(|| {
+            loop {
+                if one_call(&on, black_box(&answer)).is_ok() {
+                    break;
+                }
+                std::thread::yield_now();
             }
-            std::thread::yield_now();
         })
     });
     g.bench_function("off", |b| b.iter(|| one_call(&off, black_box(&answer))));
@@ -113,7 +116,11 @@ fn main() {
     let median = |name: &str| -> Option<f64> {
         let path = format!("target/criterion/audit_per_call/{name}/new/estimates.json");
         let text = std::fs::read_to_string(path)
-            .or_else(|_| std::fs::read_to_string(format!("../target/criterion/audit_per_call/{name}/new/estimates.json")))
+            .or_else(|_| {
+                std::fs::read_to_string(format!(
+                    "../target/criterion/audit_per_call/{name}/new/estimates.json"
+                ))
+            })
             .ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v["median"]["point_estimate"].as_f64()

@@ -26,6 +26,10 @@ pub struct Admin {
     pub policies: Arc<PolicySet>,
     /// The admin bearer token.
     pub token: Secret,
+    /// The audit trail, for its metrics.
+    pub audit: Arc<crate::audit::Audit>,
+    /// Counters of the MCP endpoint.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Admin API errors, each with an HTTP status and a stable code.
@@ -227,6 +231,7 @@ impl Admin {
         let path = req.uri().path().to_owned();
         let result = self.route(req).await;
         let resp = result.unwrap_or_else(Error::into_response);
+        self.metrics.request("admin", resp.status().as_u16());
         tracing::debug!(%method, %path, status = resp.status().as_u16(), "admin request");
         Ok(resp)
     }
@@ -249,6 +254,15 @@ impl Admin {
         }
         if !self.authorized(&req) {
             return Err(Error::Unauthorized);
+        }
+        if req.method() == Method::GET && segments == ["metrics"] {
+            let text = self.metrics.render(&self.audit, &self.policies);
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return Ok(resp);
         }
         let query = req.uri().query().unwrap_or("").to_owned();
         let store = self.directory.store();

@@ -22,6 +22,7 @@ pub mod demo;
 pub mod identity;
 pub mod listener;
 pub mod mcp;
+pub mod metrics;
 pub mod policy;
 pub mod store;
 pub mod upstream;
@@ -92,13 +93,19 @@ pub async fn run_with(
         }
     };
     let limits = listener::ListenerLimits::default();
+    let metrics = Arc::new(metrics::Metrics::default());
     let mcp_addr = listeners.mcp.local_addr()?;
     let proxy = Arc::new(mcp::Proxy::new(
         directory.clone(),
         policies.clone(),
-        upstream::Upstream::new(config.upstream_connect_timeout, config.upstream_timeout),
+        upstream::Upstream::new(
+            config.upstream_connect_timeout,
+            config.upstream_timeout,
+            metrics.clone(),
+        ),
         mcp::Limits::default(),
         audit.clone(),
+        metrics.clone(),
     ));
     // Ready lines on stdout say where to reach us: scripts and tests read them.
     println!("mcpgw MCP endpoint listening on http://{mcp_addr}/mcp/{{server}}");
@@ -119,6 +126,8 @@ pub async fn run_with(
                 directory: directory.clone(),
                 policies: policies.clone(),
                 token,
+                audit: audit.clone(),
+                metrics: metrics.clone(),
             });
             Some(tokio::spawn(listener::serve(
                 "admin",

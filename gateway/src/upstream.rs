@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why an upstream could not be reached. Each becomes a JSON-RPC error naming the server.
@@ -78,11 +79,16 @@ const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
 pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
     response_timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Upstream {
     /// A client with these timeouts.
-    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Upstream {
+    pub fn new(
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -93,6 +99,7 @@ impl Upstream {
         Upstream {
             client,
             response_timeout,
+            metrics,
         }
     }
 
@@ -150,7 +157,10 @@ impl Upstream {
         let req = req
             .body(Full::new(body))
             .map_err(|e| url_error(e.to_string()))?;
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let sent = std::time::Instant::now();
+        let result = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        self.metrics.upstream_latency.observe(sent.elapsed());
+        match result {
             Err(_) => Err(Error::Timeout {
                 server: server.name.clone(),
                 timeout: self.response_timeout,

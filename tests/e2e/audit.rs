@@ -760,3 +760,89 @@ async fn a_stalled_store_refuses_new_calls_clearly_and_loses_nothing() {
         stalled_store(db).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
+    let db = TestDb::sqlite();
+    let upstream = Upstream::start(false).await;
+    let policies = tempfile::tempdir().unwrap();
+    install(
+        policies.path(),
+        "10-secrets-guard.wasm",
+        &guests::bytes(guests::SECRETS_GUARD),
+    );
+    let dir = policies.path().to_owned();
+    let gw = TestGateway::start_config(&db.url, |c| {
+        c.policy = PolicyConfig {
+            dir: Some(dir),
+            ..PolicyConfig::default()
+        };
+    })
+    .await;
+    admin(&gw, "/v1/workspaces", json!({"name": "acme"})).await;
+    gw.admin(Method::PUT, "/v1/workspaces/acme/enforce")
+        .json(&json!({"enforce": true}))
+        .send()
+        .await
+        .unwrap();
+    admin(
+        &gw,
+        "/v1/workspaces/acme/servers",
+        json!({"name": "search", "url": upstream.url}),
+    )
+    .await;
+    admin(&gw, "/v1/workspaces/acme/members", json!({"name": "alice"})).await;
+    admin(
+        &gw,
+        "/v1/workspaces/acme/grants",
+        json!({"member": "alice", "patterns": ["search:echo"]}),
+    )
+    .await;
+    let alice = token(&gw, "acme", "alice").await;
+    let url = format!("{}/mcp/search", gw.mcp_url);
+    for (i, tool) in ["echo", "echo", "schema"].iter().enumerate() {
+        rpc(
+            &url,
+            &alice,
+            call(i as u64, tool, json!({"text": "hi"})),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    wait_for_records(&gw, "/v1/audit", 3).await;
+    // Without the admin token: refused.
+    let resp = reqwest::get(format!("{}/metrics", gw.admin_url))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let text = gw
+        .admin(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "mcpgw_tool_calls_total{decision=\"allow\",status=\"success\"} 2",
+        "mcpgw_tool_calls_total{decision=\"deny\",status=\"denied\"} 1",
+        "mcpgw_http_requests_total{endpoint=\"mcp_server\",status=\"200\"} 3",
+        "mcpgw_policy_modules_live 2",
+        "mcpgw_policy_decisions_total{module=\"secrets-guard\",outcome=\"pass\"} 2",
+        "mcpgw_policy_reloads_total ",
+        "mcpgw_policy_reload_failures_total 0",
+        "mcpgw_upstream_latency_seconds_count 2",
+        "mcpgw_audit_queue_depth 0",
+        "mcpgw_audit_records_written_total 3",
+        "mcpgw_audit_records_dropped_total 0",
+        "mcpgw_audit_calls_refused_total 0",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+    assert!(
+        text.contains("mcpgw_policy_decisions_total{module=\"allowlist\",outcome=\"deny\"} "),
+        "{text}"
+    );
+    gw.stop().await;
+}

@@ -74,6 +74,24 @@ impl Decision {
     }
 }
 
+/// Every decision, in [`Decision`] order.
+pub const DECISIONS: [Decision; 4] = [
+    Decision::Allow,
+    Decision::WouldDeny,
+    Decision::Deny,
+    Decision::Error,
+];
+
+/// Every status, in [`Status`] order.
+pub const STATUSES: [Status; 6] = [
+    Status::Success,
+    Status::ToolError,
+    Status::Denied,
+    Status::UpstreamError,
+    Status::Timeout,
+    Status::Cancelled,
+];
+
 /// How a call ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -251,6 +269,18 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Failed attempts to write a batch (each is retried).
     pub write_errors: AtomicU64,
+    /// Calls recorded, by decision and status.
+    calls: [[AtomicU64; STATUSES.len()]; DECISIONS.len()],
+}
+
+impl Stats {
+    /// Calls recorded with `DECISIONS[decision]` and `STATUSES[status]`.
+    pub fn call_count(&self, decision: usize, status: usize) -> u64 {
+        self.calls
+            .get(decision)
+            .and_then(|row| row.get(status))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
 }
 
 /// The queue is full: the call must not run.
@@ -422,6 +452,7 @@ impl Audit {
             hash: String::new(),
         };
         Ok(Some(Arc::new(Call {
+            stats: self.stats.clone(),
             inner: Mutex::new(CallState {
                 record,
                 permit: Some(permit),
@@ -519,6 +550,7 @@ fn elapsed_ms(since: Instant) -> i64 {
 
 /// The record of one call in progress. Sent to the writer when dropped.
 pub struct Call {
+    stats: Arc<Stats>,
     inner: Mutex<CallState>,
 }
 
@@ -644,6 +676,9 @@ impl Drop for Call {
                 hash: String::new(),
             },
         );
+        let d = DECISIONS.iter().position(|d| *d == s.decision).unwrap_or(0);
+        let st = STATUSES.iter().position(|x| *x == status).unwrap_or(0);
+        self.stats.calls[d][st].fetch_add(1, Ordering::Relaxed);
         record.decision = s.decision.as_str().to_owned();
         record.status = status.as_str().to_owned();
         if code.is_some() {

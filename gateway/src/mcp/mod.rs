@@ -132,6 +132,7 @@ pub struct Proxy {
     next_request: AtomicU64,
     request_prefix: String,
     audit: Arc<Audit>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -424,6 +425,7 @@ impl Proxy {
         upstream: Upstream,
         limits: Limits,
         audit: Arc<Audit>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Proxy {
         let mut seed = [0u8; 4];
         let _ = getrandom::fill(&mut seed);
@@ -437,6 +439,7 @@ impl Proxy {
             next_request: AtomicU64::new(1),
             request_prefix: hex::encode(seed),
             audit,
+            metrics,
         }
     }
 
@@ -454,7 +457,18 @@ impl Proxy {
         let span = tracing::info_span!("mcp", request_id = %request_id, workspace = tracing::field::Empty,
             member = tracing::field::Empty, server = tracing::field::Empty, method = tracing::field::Empty,
             tool = tracing::field::Empty, decision = tracing::field::Empty);
+        let path = req.uri().path();
+        let endpoint = if path == "/mcp" || path == "/mcp/" {
+            "mcp"
+        } else if path.starts_with("/mcp/") {
+            "mcp_server"
+        } else if path.starts_with("/.well-known/") {
+            "metadata"
+        } else {
+            "other"
+        };
         let resp = self.route(req, request_id, received).instrument(span).await;
+        self.metrics.request(endpoint, resp.status().as_u16());
         Ok(resp)
     }
 
