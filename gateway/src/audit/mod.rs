@@ -740,6 +740,9 @@ where
     }
 }
 
+/// Longest a record waits for others to share its write transaction.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// The writer: drains the queue in batches until stopped and drained; a failed batch is retried
 /// (with backoff) until it is written, holding up the queue rather than losing records.
 async fn writer(
@@ -766,6 +769,17 @@ async fn writer(
         };
         if n == 0 {
             break;
+        }
+        // Under light load records arrive one by one; a transaction each would spend the
+        // writer's time (and the machine's) on commits. Let a batch fill for a moment.
+        if buf.len() < batch && !stopping {
+            tokio::time::sleep(LINGER).await;
+            while buf.len() < batch {
+                match rx.try_recv() {
+                    Ok(r) => buf.push(r),
+                    Err(_) => break,
+                }
+            }
         }
         let mut backoff = Duration::from_millis(50);
         loop {
