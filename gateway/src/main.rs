@@ -3,6 +3,9 @@
 mod cli_audit;
 mod cli_dev;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mcpgw::config::Config;

@@ -52,6 +52,9 @@ struct Args {
 
 const SQL: &str = "select id, name, email from users where created_at > now() - interval '7 days' order by id limit 50";
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
