@@ -1,24 +1,18 @@
 //! Real MCP servers for the tests: rmcp's Streamable HTTP server on a loopback port, stateful
 //! (2025-11-25 sessions) or stateless, exposing a handful of tools.
 
-use http_body_util::BodyExt as _;
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ServerCapabilities,
     ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-};
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router,
 };
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Arguments of `query`.
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -156,75 +150,35 @@ impl ServerHandler for Demo {
     }
 }
 
-/// A running upstream; stops when dropped.
+/// A running upstream (served by `mcpgw::demo::serve`); stops when dropped.
 pub struct Upstream {
     /// Its MCP endpoint.
     pub url: String,
     /// `tools/call`s it has started.
     pub calls: Arc<AtomicUsize>,
-    stop: CancellationToken,
+    _server: mcpgw::demo::DemoServer,
 }
 
 impl Upstream {
     /// Starts a server on `127.0.0.1:0`; `stateful` selects 2025-11-25 sessions.
     pub async fn start(stateful: bool) -> Upstream {
-        let stop = CancellationToken::new();
         let calls = Arc::new(AtomicUsize::new(0));
-        let config = StreamableHttpServerConfig::default()
-            .with_legacy_session_mode(stateful)
-            .with_sse_keep_alive(Some(Duration::from_secs(15)))
-            .with_cancellation_token(stop.child_token());
         let c = calls.clone();
-        let service = StreamableHttpService::new(
-            move || Ok(Demo::new(c.clone())),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
-        let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
-        let token = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = tokio::select! {
-                    _ = token.cancelled() => break,
-                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                };
-                let service = service.clone();
-                let handler = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let mut service = service.clone();
-                        async move {
-                            let resp = tower_service::Service::call(&mut service, req).await?;
-                            Ok::<_, Infallible>(resp.map(|b| {
-                                b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> {
-                                    e.into()
-                                })
-                                .boxed()
-                            }))
-                        }
-                    },
-                );
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), handler)
-                        .await;
-                });
-            }
-        });
-        Upstream { url, calls, stop }
+        let server = mcpgw::demo::serve("test", ([127, 0, 0, 1], 0).into(), stateful, move || {
+            Demo::new(c.clone())
+        })
+        .await
+        .expect("start upstream");
+        Upstream {
+            url: server.url.clone(),
+            calls,
+            _server: server,
+        }
     }
 
     /// Tool calls executed so far.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

@@ -124,7 +124,7 @@ impl Status {
 }
 
 /// One audit record, as stored and listed.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {
     /// Row id (assigned by the database; 0 before).
     pub id: i64,
@@ -651,31 +651,7 @@ impl Drop for Call {
             None if s.ended => (Status::Cancelled, Some("no-answer".to_owned())),
             None => (Status::Cancelled, None),
         };
-        let mut record = std::mem::replace(
-            &mut s.record,
-            Record {
-                id: 0,
-                workspace: String::new(),
-                seq: 0,
-                ts_ms: 0,
-                kind: String::new(),
-                member: None,
-                token_id: None,
-                server: String::new(),
-                tool: String::new(),
-                decision: String::new(),
-                module: None,
-                module_digest: None,
-                status: String::new(),
-                error_code: None,
-                latency_us: 0,
-                upstream_latency_us: None,
-                request_id: String::new(),
-                session_id: None,
-                prev_hash: String::new(),
-                hash: String::new(),
-            },
-        );
+        let mut record = std::mem::take(&mut s.record);
         let d = DECISIONS.iter().position(|d| *d == s.decision).unwrap_or(0);
         let st = STATUSES.iter().position(|x| *x == status).unwrap_or(0);
         self.stats.calls[d][st].fetch_add(1, Ordering::Relaxed);
