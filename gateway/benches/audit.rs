@@ -5,6 +5,10 @@
 //! `cargo bench -p mcpgw --bench audit` (PostgreSQL when `DATABASE_URL` is set). Prints a table of
 //! figures at the end; `docs/benchmarks.md` records the latest.
 
+#[path = "../../tests/src/db.rs"]
+#[allow(dead_code)] // shared with tests/, which uses all of it
+mod db;
+
 use criterion::Criterion;
 use mcpgw::audit::{Audit, AuditConfig, CallStart, Decision, QueueFull};
 use serde_json::json;
@@ -56,24 +60,6 @@ async fn throughput(url: &str, n: u64) -> f64 {
     n as f64 / secs
 }
 
-async fn postgres_schema() -> Option<String> {
-    use sqlx::Connection as _;
-    let base = std::env::var("DATABASE_URL").ok()?;
-    let schema = format!("mcpgw_bench_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
-    for sql in [
-        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .ok()?;
-    }
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
-}
-
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut c = Criterion::default().configure_from_args();
@@ -100,18 +86,10 @@ fn main() {
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     let n = 200_000;
     let sqlite_rate = rt.block_on(throughput(&sqlite, n));
+    // A schema of its own, dropped afterwards (the tests' helper).
     let pg_rate = rt.block_on(async {
-        use sqlx::Connection as _;
-        let url = postgres_schema().await?;
-        let rate = throughput(&url, n).await;
-        let base = std::env::var("DATABASE_URL").ok()?;
-        let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
-        let drop = format!("DROP SCHEMA mcpgw_bench_{} CASCADE", std::process::id());
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&mut conn)
-            .await
-            .ok()?;
-        Some(rate)
+        let pg = db::TestDb::postgres().await?;
+        Some(throughput(&pg.url, n).await)
     });
     let median = |name: &str| -> Option<f64> {
         let path = format!("target/criterion/audit_per_call/{name}/new/estimates.json");

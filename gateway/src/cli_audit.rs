@@ -198,22 +198,8 @@ fn csv_line(r: &Record) -> String {
 fn read_checkpoint(path: &PathBuf) -> Result<Vec<ChainHead>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     if text.trim_start().starts_with('[') {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            workspace: String,
-            seq: i64,
-            hash: String,
-        }
-        let heads: Vec<Head> = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a checkpoint", path.display()))?;
-        return Ok(heads
-            .into_iter()
-            .map(|h| ChainHead {
-                workspace: h.workspace,
-                seq: h.seq,
-                hash: h.hash,
-            })
-            .collect());
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a checkpoint", path.display()));
     }
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {

@@ -21,12 +21,6 @@ pub struct DevArgs {
     pub admin_listen: String,
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 pub async fn run(mut config: Config, args: DevArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
@@ -66,7 +60,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<()> {
     store.enforce_set(WORKSPACE, true).await?;
     drop(store);
 
-    let admin_token = random_hex(24)?;
+    let admin_token = mcpgw::store::random_hex(24)?;
     let mcp = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("bind {}", args.listen))?;

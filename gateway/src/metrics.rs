@@ -7,9 +7,7 @@
 
 use crate::audit::{Audit, DECISIONS, STATUSES};
 use crate::policy::PolicySet;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -54,10 +52,18 @@ impl Histogram {
     }
 }
 
+/// Endpoints whose requests are counted.
+const ENDPOINTS: [&str; 5] = ["mcp", "mcp_server", "metadata", "other", "admin"];
+/// HTTP statuses are 100..=599.
+const STATUS_BASE: u16 = 100;
+const STATUS_SPAN: usize = 500;
+
 /// The gateway's own counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Requests by endpoint (index into [`ENDPOINTS`]) and status (less [`STATUS_BASE`]):
+    /// one atomic each, so counting takes no lock.
+    requests: Vec<AtomicU64>,
     /// Time from sending a request upstream to its response headers.
     pub upstream_latency: Histogram,
 }
@@ -73,11 +79,24 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..ENDPOINTS.len() * STATUS_SPAN)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            upstream_latency: Histogram::default(),
+        }
+    }
+}
+
 impl Metrics {
-    /// Counts one HTTP request answered on `endpoint` with `status`.
+    /// Counts one HTTP request answered on `endpoint` (one of mcp, mcp_server, metadata, other,
+    /// admin) with `status`.
     pub fn request(&self, endpoint: &'static str, status: u16) {
-        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((endpoint, status)).or_default() += 1;
+        let e = ENDPOINTS.iter().position(|n| *n == endpoint).unwrap_or(3);
+        let s = usize::from(status.saturating_sub(STATUS_BASE)).min(STATUS_SPAN - 1);
+        self.requests[e * STATUS_SPAN + s].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -89,12 +108,13 @@ impl Metrics {
             "counter",
             "HTTP requests answered, by endpoint (mcp, mcp_server, metadata, admin) and status.",
         );
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for ((endpoint, status), n) in requests {
+        for (i, n) in self.requests.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let endpoint = ENDPOINTS[i / STATUS_SPAN];
+            let status = STATUS_BASE as usize + i % STATUS_SPAN;
             let _ = writeln!(
                 out,
                 "mcpgw_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"

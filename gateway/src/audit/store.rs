@@ -191,7 +191,7 @@ pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Record>> {
 
 /// A chain's head: what `audit checkpoint` prints, to keep somewhere the database's writers
 /// cannot reach.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ChainHead {
     /// Workspace name (`""`: failed authentications).
     pub workspace: String,

@@ -207,7 +207,8 @@ pub fn token_hash(token: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+/// `bytes` bytes from the OS CSPRNG, hex-encoded.
+pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
     Ok(hex::encode(buf))
