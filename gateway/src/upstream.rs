@@ -50,28 +50,42 @@ pub enum Error {
     },
 }
 
+/// MCP's own header names, built at compile time: looking a header up by `&str` parses and
+/// lower-cases the name on every call.
+pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+/// `Mcp-Protocol-Version`.
+pub static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// `Mcp-Method` (2026-07-28).
+pub static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+/// `Mcp-Name` (2026-07-28).
+pub static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+/// `Last-Event-ID`.
+pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// `X-Accel-Buffering`.
+pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 /// Headers a client may send that the upstream needs to see. Everything else (the client's
 /// `Authorization`, cookies, hop-by-hop headers, `Host`) stays at the gateway.
-const FORWARDED_REQUEST_HEADERS: &[&str] = &[
-    "accept",
-    "content-type",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "last-event-id",
-    "mcp-method",
-    "mcp-name",
-    "user-agent",
+static FORWARDED_REQUEST_HEADERS: [HeaderName; 8] = [
+    header::ACCEPT,
+    header::CONTENT_TYPE,
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("mcp-protocol-version"),
+    HeaderName::from_static("last-event-id"),
+    HeaderName::from_static("mcp-method"),
+    HeaderName::from_static("mcp-name"),
+    header::USER_AGENT,
 ];
 
 /// Response headers relayed back to the client.
-const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
-    "content-type",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "cache-control",
-    "x-accel-buffering",
-    "retry-after",
-    "allow",
+static FORWARDED_RESPONSE_HEADERS: [HeaderName; 7] = [
+    header::CONTENT_TYPE,
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("mcp-protocol-version"),
+    header::CACHE_CONTROL,
+    HeaderName::from_static("x-accel-buffering"),
+    header::RETRY_AFTER,
+    header::ALLOW,
 ];
 
 /// The pooled client.
@@ -129,9 +143,9 @@ impl Upstream {
         let headers = req
             .headers_mut()
             .ok_or_else(|| url_error("invalid request".into()))?;
-        for name in FORWARDED_REQUEST_HEADERS {
-            for value in incoming.get_all(*name) {
-                headers.append(HeaderName::from_static(name), value.clone());
+        for name in &FORWARDED_REQUEST_HEADERS {
+            for value in incoming.get_all(name) {
+                headers.append(name.clone(), value.clone());
             }
         }
         for (name, value) in incoming {
@@ -185,9 +199,9 @@ impl Upstream {
 /// The upstream response headers the client should see.
 pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in FORWARDED_RESPONSE_HEADERS {
-        for value in upstream.get_all(*name) {
-            out.append(HeaderName::from_static(name), value.clone());
+    for name in &FORWARDED_RESPONSE_HEADERS {
+        for value in upstream.get_all(name) {
+            out.append(name.clone(), value.clone());
         }
     }
     out

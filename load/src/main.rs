@@ -66,6 +66,19 @@ struct Target {
     latencies_us: Vec<u32>,
     errors: u64,
     elapsed: Duration,
+    /// CPU time of the whole process (user + system) during the measured windows.
+    cpu: Duration,
+}
+
+/// CPU time this process has used so far, user plus system, all threads.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {
@@ -230,8 +243,10 @@ async fn measure(target: &mut Target, clients: usize, warmup: Duration, duration
     tokio::time::sleep(warmup).await;
     record.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = process_cpu();
     tokio::time::sleep(duration).await;
     record.store(false, Ordering::Relaxed);
+    target.cpu += process_cpu().saturating_sub(cpu_before);
     target.elapsed += started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -246,6 +261,8 @@ struct Figures {
     p50: f64,
     p99: f64,
     rps: f64,
+    /// Process CPU time per completed request, in µs.
+    cpu_us: f64,
 }
 
 fn figures(t: &mut Target) -> Figures {
@@ -261,6 +278,7 @@ fn figures(t: &mut Target) -> Figures {
         p50: q(0.50),
         p99: q(0.99),
         rps: t.latencies_us.len() as f64 / t.elapsed.as_secs_f64(),
+        cpu_us: t.cpu.as_secs_f64() * 1e6 / t.latencies_us.len().max(1) as f64,
     }
 }
 
@@ -302,6 +320,7 @@ async fn main() -> Result<()> {
         latencies_us: Vec::new(),
         errors: 0,
         elapsed: Duration::ZERO,
+        cpu: Duration::ZERO,
     };
     let mut targets = [
         target("(a) direct", upstream.url.clone(), None),
@@ -325,20 +344,21 @@ async fn main() -> Result<()> {
     }
     let figs: Vec<Figures> = targets.iter_mut().map(figures).collect();
     println!(
-        "\n| target | requests | errors | p50 | p99 | throughput |\n|---|---:|---:|---:|---:|---:|"
+        "\n| target | requests | errors | p50 | p99 | throughput | CPU per request |\n|---|---:|---:|---:|---:|---:|---:|"
     );
     for (t, f) in targets.iter().zip(&figs) {
         if t.latencies_us.is_empty() && t.errors == 0 {
             continue;
         }
         println!(
-            "| {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} req/s |",
+            "| {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} req/s | {:.1} µs |",
             t.name,
             t.latencies_us.len(),
             t.errors,
             f.p50,
             f.p99,
-            f.rps
+            f.rps,
+            f.cpu_us
         );
     }
     if args.only != "abcd" {
@@ -355,6 +375,14 @@ async fn main() -> Result<()> {
         100.0 * c.rps / b.rps
     );
     println!("| throughput c / a | {:.1} % | |", 100.0 * c.rps / a.rps);
+    println!(
+        "| CPU per request added over direct, b − a | {:.1} µs | |",
+        b.cpu_us - a.cpu_us
+    );
+    println!(
+        "| CPU per request added over direct, c − a | {:.1} µs | |",
+        c.cpu_us - a.cpu_us
+    );
     println!("| audit on vs off, p50 c − d | {:.0} µs | |", c.p50 - d.p50);
     println!(
         "| audit on vs off, throughput c / d | {:.1} % | |",

@@ -616,18 +616,12 @@ impl Call {
     }
 
     /// The answer to the call (after any rewrite), read for its outcome.
-    pub fn answered(&self, answer: &serde_json::Value) {
-        let (status, code) = if let Some(e) = answer.get("error") {
-            let code = e.get("code").map(|c| c.to_string());
-            (Status::UpstreamError, code)
-        } else if answer
-            .pointer("/result/isError")
-            .and_then(serde_json::Value::as_bool)
-            == Some(true)
-        {
-            (Status::ToolError, None)
-        } else {
-            (Status::Success, None)
+    pub fn answered(&self, outcome: &crate::mcp::jsonrpc::Outcome) {
+        use crate::mcp::jsonrpc::Outcome;
+        let (status, code) = match outcome {
+            Outcome::Error { code } => (Status::UpstreamError, code.clone()),
+            Outcome::Result { is_error: true } => (Status::ToolError, None),
+            Outcome::Result { is_error: false } | Outcome::Other => (Status::Success, None),
         };
         self.finish(status, code);
     }

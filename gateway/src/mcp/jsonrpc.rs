@@ -98,6 +98,30 @@ impl Message {
         Ok(Message { value: obj, kind })
     }
 
+    /// The message as JSON text, with its id replaced by `id` when given. This is what the gateway
+    /// forwards: exactly what it decided on (duplicate keys, whitespace and number spellings
+    /// cannot differ between the gateway's reading and the upstream's).
+    pub fn to_json(&self, id: Option<&Value>) -> bytes::Bytes {
+        struct WithId<'a>(&'a Map<String, Value>, Option<&'a Value>);
+        impl serde::Serialize for WithId<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap as _;
+                let mut map = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    match (k.as_str(), self.1) {
+                        ("id", Some(id)) => map.serialize_entry(k, id)?,
+                        _ => map.serialize_entry(k, v)?,
+                    }
+                }
+                map.end()
+            }
+        }
+        let mut out = Vec::with_capacity(256);
+        // Writing a map of strings and values into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &WithId(&self.value, id));
+        bytes::Bytes::from(out)
+    }
+
     /// The method, for requests and notifications.
     pub fn method(&self) -> Option<&str> {
         self.value.get("method").and_then(Value::as_str)
@@ -122,6 +146,89 @@ impl Message {
     }
 }
 
+/// What an answer says about the call it answers: read straight from its text, without building
+/// the message (the gateway only needs this much of an answer it passes through untouched).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The id it answers; `None` for anything that is not a response.
+    pub id: Option<Value>,
+    /// How the call went.
+    pub outcome: Outcome,
+}
+
+/// How a call went, as its answer says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A result; `is_error` when the tool itself reported a failure (`result.isError`).
+    Result {
+        /// `result.isError` was `true`.
+        is_error: bool,
+    },
+    /// A JSON-RPC error, with its code as written.
+    Error {
+        /// `error.code`, when present.
+        code: Option<String>,
+    },
+    /// Neither: a request or notification from the server, or something malformed.
+    Other,
+}
+
+impl Outcome {
+    /// The outcome an already parsed answer reports.
+    pub fn of_value(answer: &Value) -> Outcome {
+        if let Some(e) = answer.get("error") {
+            Outcome::Error {
+                code: e.get("code").map(Value::to_string),
+            }
+        } else if let Some(r) = answer.get("result") {
+            Outcome::Result {
+                is_error: r.get("isError").and_then(Value::as_bool) == Some(true),
+            }
+        } else {
+            Outcome::Other
+        }
+    }
+}
+
+impl Answer {
+    /// Reads the id and outcome of one JSON message. Everything else is skipped over (and
+    /// validated as JSON) without being kept.
+    pub fn read(text: &[u8]) -> Result<Answer, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            id: Option<Value>,
+            method: Option<serde::de::IgnoredAny>,
+            result: Option<ResultHead>,
+            error: Option<ErrorHead>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ResultHead {
+            #[serde(rename = "isError")]
+            is_error: Option<Value>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorHead {
+            code: Option<Value>,
+        }
+        let head: Head = serde_json::from_slice(text)?;
+        let outcome = match (head.method, head.error, head.result) {
+            (Some(_), _, _) => Outcome::Other,
+            (None, Some(e), _) => Outcome::Error {
+                code: e.code.as_ref().map(Value::to_string),
+            },
+            (None, None, Some(r)) => Outcome::Result {
+                is_error: r.is_error.as_ref().and_then(Value::as_bool) == Some(true),
+            },
+            (None, None, None) => Outcome::Other,
+        };
+        let id = match outcome {
+            Outcome::Other => None,
+            _ => head.id,
+        };
+        Ok(Answer { id, outcome })
+    }
+}
+
 /// A JSON-RPC error response.
 pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
@@ -139,6 +246,71 @@ pub fn tool_error_result(id: Option<&Value>, text: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_text_is_the_parsed_message_with_the_gateways_id() {
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","name":"deploy","arguments":{"n":1.0e2}}}"#).unwrap();
+        let as_is: Value = serde_json::from_slice(&m.to_json(None)).unwrap();
+        assert_eq!(as_is, Value::Object(m.value.clone()));
+        assert_eq!(
+            as_is["params"]["name"], "deploy",
+            "the name the gateway decided on"
+        );
+        let renamed: Value = serde_json::from_slice(&m.to_json(Some(&json!("mcpgw-1~1")))).unwrap();
+        assert_eq!(renamed["id"], "mcpgw-1~1");
+        assert_eq!(renamed["params"], as_is["params"]);
+    }
+
+    #[test]
+    fn answers_are_read_for_their_id_and_outcome_only() {
+        let read = |t: &str| Answer::read(t.as_bytes()).unwrap();
+        assert_eq!(
+            read(
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"x"}],"isError":false}}"#
+            ),
+            Answer {
+                id: Some(json!(7)),
+                outcome: Outcome::Result { is_error: false }
+            }
+        );
+        assert_eq!(
+            read(r#"{"result":{"isError":true,"content":[]},"id":"a","jsonrpc":"2.0"}"#),
+            Answer {
+                id: Some(json!("a")),
+                outcome: Outcome::Result { is_error: true }
+            }
+        );
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no"}}"#),
+            Answer {
+                id: Some(json!(1)),
+                outcome: Outcome::Error {
+                    code: Some("-32602".into())
+                }
+            }
+        );
+        // A server's own request that happens to reuse the client's id is not the answer.
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}"#),
+            Answer {
+                id: None,
+                outcome: Outcome::Other
+            }
+        );
+        assert_eq!(
+            read(r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#).outcome,
+            Outcome::Other
+        );
+        assert!(Answer::read(b"{not json").is_err());
+        // The same reading as the full parse, for every shape above.
+        for t in [
+            r#"{"jsonrpc":"2.0","id":2,"result":{"isError":"yes"}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"message":"no code"}}"#,
+        ] {
+            let v: Value = serde_json::from_str(t).unwrap();
+            assert_eq!(read(t).outcome, Outcome::of_value(&v), "{t}");
+        }
+    }
 
     #[test]
     fn kinds_and_errors() {

@@ -17,7 +17,7 @@ use crate::identity::{AuthError, Directory, Identity, ServerView};
 use crate::policy::{Denial, PolicyChain, PolicySet, Question, Verdict};
 use crate::upstream::{self, Upstream};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
 use jsonrpc::{Kind, Message, code};
@@ -162,7 +162,7 @@ fn http_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
 }
 
 /// `=?base64?…?=` header values (2026-07-28) decoded; plain values as they are.
-fn header_text(headers: &HeaderMap, name: &str) -> Option<Result<String, ()>> {
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Result<String, ()>> {
     let raw = headers.get(name)?.to_str().map_err(|_| ());
     Some(raw.and_then(|v| {
         match v
@@ -200,7 +200,7 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, ()> {
 /// True when the request speaks the stateless revision (2026-07-28 or later).
 fn is_modern(headers: &HeaderMap) -> bool {
     headers
-        .get("mcp-protocol-version")
+        .get(&upstream::MCP_PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v >= "2026-07-28")
 }
@@ -208,13 +208,17 @@ fn is_modern(headers: &HeaderMap) -> bool {
 /// Checks `Mcp-Method` / `Mcp-Name` against the body. Policy is decided on the body; a header
 /// that says otherwise is refused rather than trusted.
 fn check_routing_headers(headers: &HeaderMap, msg: &Message) -> Result<(), String> {
-    for name in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
+    for name in [
+        &upstream::MCP_METHOD,
+        &upstream::MCP_NAME,
+        &upstream::MCP_PROTOCOL_VERSION,
+    ] {
         if headers.get_all(name).iter().count() > 1 {
             return Err(format!("{name} header given more than once"));
         }
     }
     let method = msg.method().unwrap_or_default();
-    match header_text(headers, "mcp-method") {
+    match header_text(headers, &upstream::MCP_METHOD) {
         Some(Ok(h)) if h == method => {}
         Some(Ok(h)) => {
             return Err(format!(
@@ -233,7 +237,7 @@ fn check_routing_headers(headers: &HeaderMap, msg: &Message) -> Result<(), Strin
         _ => return Ok(()),
     };
     let body_name = msg.param_str(name_field).unwrap_or_default();
-    match header_text(headers, "mcp-name") {
+    match header_text(headers, &upstream::MCP_NAME) {
         Some(Ok(h)) if h == body_name => Ok(()),
         Some(Ok(h)) => Err(format!(
             "Mcp-Name header {h:?} does not match the body's {name_field} {body_name:?}"
@@ -367,9 +371,23 @@ impl Context {
             Relay::Stream | Relay::Resumed => {}
         }
         if let Some(call) = &self.call {
-            call.answered(response);
+            call.answered(&jsonrpc::Outcome::of_value(response));
         }
         response["id"] = self.client_id.clone();
+    }
+
+    /// Reads a message passing through untouched for the outcome of the call it may answer (for
+    /// the audit record). False when it is not JSON.
+    fn watch(&self, text: &[u8]) -> bool {
+        let Ok(answer) = jsonrpc::Answer::read(text) else {
+            return false;
+        };
+        if answer.id.as_ref() == Some(&self.rpc_id)
+            && let Some(call) = &self.call
+        {
+            call.answered(&answer.outcome);
+        }
+        true
     }
 
     /// An answer replayed on a GET stream: tool lists are filtered, tool results withheld when a
@@ -551,7 +569,7 @@ impl Proxy {
         };
         let session_id = match req
             .headers()
-            .get_all("mcp-session-id")
+            .get_all(&upstream::MCP_SESSION_ID)
             .iter()
             .collect::<Vec<_>>()
             .as_slice()
@@ -789,7 +807,7 @@ impl Proxy {
         let call = if msg.kind == Kind::Request && msg.method() == Some("tools/call") {
             let session = parts
                 .headers
-                .get("mcp-session-id")
+                .get(&upstream::MCP_SESSION_ID)
                 .and_then(|v| v.to_str().ok());
             let start = CallStart {
                 workspace: &identity.principal.workspace,
@@ -875,12 +893,12 @@ impl Proxy {
         // whitespace and number spellings cannot differ between the gateway's reading and the
         // upstream's). Answers the gateway rewrites are matched by an id of its own.
         let mut ctx = ctx;
-        let mut value = Value::Object(msg.value.clone());
-        if msg.kind == Kind::Request && !matches!(relay, Relay::Stream) {
+        let body = if msg.kind == Kind::Request && !matches!(relay, Relay::Stream) {
             ctx.rpc_id = json!(gateway_id(&ctx.request_id, &ctx.client_id));
-            value["id"] = ctx.rpc_id.clone();
-        }
-        let body = Bytes::from(value.to_string());
+            msg.to_json(Some(&ctx.rpc_id))
+        } else {
+            msg.to_json(None)
+        };
         self.forward(
             &server,
             Method::POST,
@@ -1020,7 +1038,7 @@ impl Proxy {
         }
         let mut out_headers = upstream::response_headers(upstream.headers());
         if let Some(session) = out_headers
-            .get("mcp-session-id")
+            .get(&upstream::MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
         {
             let key = Sessions::key(&server.name, &identity.principal.workspace, session);
@@ -1040,6 +1058,39 @@ impl Proxy {
                 .boxed()
             }
             (Relay::Resumed, Some(_)) => body.map_err(Into::into).boxed(),
+            // A call only watched for its audit record: its answer is read for the outcome and
+            // goes out as it came.
+            (Relay::Stream, Some(ctx)) if sse => {
+                sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
+                    ctx.watch(event.data.as_deref()?.as_bytes());
+                    None
+                })
+                .boxed()
+            }
+            (Relay::Stream, Some(ctx)) => {
+                // A JSON answer: held (bounded) to read its outcome, then sent unchanged.
+                let bytes = match Limited::new(body, self.limits.max_rewrite_bytes)
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(e) => {
+                        if let Some(call) = &ctx.call {
+                            call.finish(Status::UpstreamError, Some("unreadable".into()));
+                        }
+                        let message = format!("upstream {} answer unreadable: {e}", server.name);
+                        return rpc_error(id, code::INTERNAL_ERROR, &message);
+                    }
+                };
+                if !ctx.watch(&bytes) {
+                    if let Some(call) = &ctx.call {
+                        call.finish(Status::UpstreamError, Some("not-json".into()));
+                    }
+                    let message = format!("upstream {} answer is not JSON", server.name);
+                    return rpc_error(Some(&ctx.client_id), code::INTERNAL_ERROR, &message);
+                }
+                full(bytes)
+            }
             (relay, Some(ctx)) if sse => sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
                 let data = event.data.as_deref()?;
                 let mut value: Value = serde_json::from_str(data).ok()?;
@@ -1047,8 +1098,7 @@ impl Proxy {
                     return None;
                 }
                 ctx.rewrite(&relay, &mut value);
-                // A call only watched for its audit record goes out as it came.
-                (!matches!(relay, Relay::Stream)).then(|| event.with_data(&value.to_string()))
+                Some(event.with_data(&value.to_string()))
             })
             .boxed(),
             (relay, Some(ctx)) => {
@@ -1094,8 +1144,10 @@ impl Proxy {
         *resp.status_mut() = status;
         *resp.headers_mut() = out_headers;
         if sse {
-            resp.headers_mut()
-                .insert("x-accel-buffering", HeaderValue::from_static("no"));
+            resp.headers_mut().insert(
+                upstream::X_ACCEL_BUFFERING.clone(),
+                HeaderValue::from_static("no"),
+            );
         }
         resp
     }
