@@ -7,6 +7,17 @@ use std::process::Command;
 /// The guests' target triple.
 pub const TARGET: &str = "wasm32-wasip2";
 
+/// The outer build's flags and wrappers (clippy, coverage): they are for the host, and a nested
+/// cargo building Wasm guests must not inherit them.
+pub const OUTER_BUILD_VARS: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTC_WRAPPER",
+    "CARGO_BUILD_TARGET",
+];
+
 /// Runs `cargo build --target wasm32-wasip2 --profile plugin -p ...` and returns the output dir.
 pub fn build_guests(root: &Path, manifest: &Path, packages: &[&str]) -> PathBuf {
     let target_dir = root.join("target").join("wasm-guests");
@@ -27,16 +38,7 @@ pub fn build_guests(root: &Path, manifest: &Path, packages: &[&str]) -> PathBuf 
     for p in packages {
         cmd.args(["-p", p]);
     }
-    // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guests.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
+    for var in OUTER_BUILD_VARS.iter().chain(&["CARGO_TARGET_DIR"]) {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo for the wasm guests");

@@ -4,6 +4,10 @@
 //! `MCPGW_*` environment), or named with the test or CI step that runs it. A README line this test
 //! does not know fails it: a README that lies is a bug.
 
+#[path = "../build_guests.rs"]
+#[allow(dead_code)] // the build scripts' helper; this test needs only its list of build variables
+mod build_guests;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -116,15 +120,7 @@ impl Scratch {
         let mut cmd = self.sh(line);
         cmd.current_dir(repo_root())
             .env("CARGO_TARGET_DIR", &self.wasm_target_dir);
-        // The outer build's flags and wrappers are for the host, not for this build.
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_BUILD_RUSTFLAGS",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "RUSTC_WRAPPER",
-            "CARGO_BUILD_TARGET",
-        ] {
+        for var in build_guests::OUTER_BUILD_VARS {
             cmd.env_remove(var);
         }
         let out = cmd.output().expect("run cargo");

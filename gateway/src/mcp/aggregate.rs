@@ -91,7 +91,7 @@ impl Proxy {
     ) -> Response<Body> {
         let client_session = req
             .headers()
-            .get("mcp-session-id")
+            .get(&upstream::MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if let Some(s) = &client_session {
@@ -343,7 +343,7 @@ impl Proxy {
         }
         let session = resp
             .headers()
-            .get("mcp-session-id")
+            .get(&upstream::MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let answer = self.read_answer(resp, &json!("mcpgw-init")).await?;
@@ -683,7 +683,7 @@ impl Proxy {
     ) -> Response<Body> {
         let status = resp.status();
         let mut headers = upstream::response_headers(resp.headers());
-        headers.remove("mcp-session-id");
+        headers.remove(&upstream::MCP_SESSION_ID);
         let sse = upstream::is_event_stream(resp.headers());
         let server = server.to_owned();
         let body: Body = if sse {

@@ -377,17 +377,15 @@ impl Context {
     }
 
     /// Reads a message passing through untouched for the outcome of the call it may answer (for
-    /// the audit record). False when it is not JSON.
-    fn watch(&self, text: &[u8]) -> bool {
-        let Ok(answer) = jsonrpc::Answer::read(text) else {
-            return false;
-        };
+    /// the audit record). An error when it is not JSON.
+    fn watch(&self, text: &[u8]) -> Result<(), serde_json::Error> {
+        let answer = jsonrpc::Answer::read(text)?;
         if answer.id.as_ref() == Some(&self.rpc_id)
             && let Some(call) = &self.call
         {
             call.answered(&answer.outcome);
         }
-        true
+        Ok(())
     }
 
     /// An answer replayed on a GET stream: tool lists are filtered, tool results withheld when a
@@ -1036,7 +1034,7 @@ impl Proxy {
                 _ => http_error(StatusCode::BAD_GATEWAY, code::INTERNAL_ERROR, &message),
             };
         }
-        let mut out_headers = upstream::response_headers(upstream.headers());
+        let out_headers = upstream::response_headers(upstream.headers());
         if let Some(session) = out_headers
             .get(&upstream::MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
@@ -1062,13 +1060,26 @@ impl Proxy {
             // goes out as it came.
             (Relay::Stream, Some(ctx)) if sse => {
                 sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
-                    ctx.watch(event.data.as_deref()?.as_bytes());
+                    // An event that is not JSON is not the answer; it passes as it came.
+                    let _ = ctx.watch(event.data.as_deref()?.as_bytes());
                     None
                 })
                 .boxed()
             }
-            (Relay::Stream, Some(ctx)) => {
-                // A JSON answer: held (bounded) to read its outcome, then sent unchanged.
+            (relay, Some(ctx)) if sse => sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
+                let data = event.data.as_deref()?;
+                let mut value: Value = serde_json::from_str(data).ok()?;
+                if value.get("id") != Some(&ctx.rpc_id) {
+                    return None;
+                }
+                ctx.rewrite(&relay, &mut value);
+                Some(event.with_data(&value.to_string()))
+            })
+            .boxed(),
+            (relay, Some(ctx)) => {
+                // A JSON answer: held (bounded), then rewritten, or only read for its outcome
+                // and sent unchanged. What cannot be read fails closed: it cannot be filtered,
+                // inspected or audited.
                 let bytes = match Limited::new(body, self.limits.max_rewrite_bytes)
                     .collect()
                     .await
@@ -1082,60 +1093,21 @@ impl Proxy {
                         return rpc_error(id, code::INTERNAL_ERROR, &message);
                     }
                 };
-                if !ctx.watch(&bytes) {
-                    if let Some(call) = &ctx.call {
-                        call.finish(Status::UpstreamError, Some("not-json".into()));
-                    }
-                    let message = format!("upstream {} answer is not JSON", server.name);
-                    return rpc_error(Some(&ctx.client_id), code::INTERNAL_ERROR, &message);
-                }
-                full(bytes)
-            }
-            (relay, Some(ctx)) if sse => sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
-                let data = event.data.as_deref()?;
-                let mut value: Value = serde_json::from_str(data).ok()?;
-                if value.get("id") != Some(&ctx.rpc_id) {
-                    return None;
-                }
-                ctx.rewrite(&relay, &mut value);
-                Some(event.with_data(&value.to_string()))
-            })
-            .boxed(),
-            (relay, Some(ctx)) => {
-                // A JSON answer: hold it (bounded), rewrite, send.
-                match Limited::new(body, self.limits.max_rewrite_bytes)
-                    .collect()
-                    .await
-                {
-                    Ok(collected) => {
-                        let bytes = collected.to_bytes();
-                        match serde_json::from_slice::<Value>(&bytes) {
-                            Ok(mut value) => {
-                                ctx.rewrite(&relay, &mut value);
-                                out_headers.remove(header::CONTENT_LENGTH);
-                                full(value.to_string())
-                            }
-                            // Fail closed: what cannot be read cannot be filtered or inspected.
-                            Err(e) => {
-                                if let Some(call) = &ctx.call {
-                                    call.finish(Status::UpstreamError, Some("not-json".into()));
-                                }
-                                let message =
-                                    format!("upstream {} answer is not JSON: {e}", server.name);
-                                return rpc_error(
-                                    Some(&ctx.client_id),
-                                    code::INTERNAL_ERROR,
-                                    &message,
-                                );
-                            }
-                        }
-                    }
+                let answer = match relay {
+                    Relay::Stream => ctx.watch(&bytes).map(|()| bytes),
+                    relay => serde_json::from_slice::<Value>(&bytes).map(|mut value| {
+                        ctx.rewrite(&relay, &mut value);
+                        Bytes::from(value.to_string())
+                    }),
+                };
+                match answer {
+                    Ok(answer) => full(answer),
                     Err(e) => {
                         if let Some(call) = &ctx.call {
-                            call.finish(Status::UpstreamError, Some("unreadable".into()));
+                            call.finish(Status::UpstreamError, Some("not-json".into()));
                         }
-                        let message = format!("upstream {} answer unreadable: {e}", server.name);
-                        return rpc_error(id, code::INTERNAL_ERROR, &message);
+                        let message = format!("upstream {} answer is not JSON: {e}", server.name);
+                        return rpc_error(Some(&ctx.client_id), code::INTERNAL_ERROR, &message);
                     }
                 }
             }
