@@ -688,16 +688,23 @@ impl Proxy {
         let server = server.to_owned();
         let body: Body = if sse {
             sse::Rewrite::new(resp.into_body(), move |event: &sse::Event<'_>| {
-                let mut value: Value = serde_json::from_str(event.data.as_deref()?).ok()?;
+                let Some(mut value) = event
+                    .data
+                    .as_deref()
+                    .and_then(|data| serde_json::from_str::<Value>(data).ok())
+                else {
+                    return sse::Step::PASS;
+                };
                 if value.get("method").is_some() && value.get("id").is_some() {
                     let id = value["id"].to_string();
                     value["id"] = json!(format!("{RELAY_ID}{server}~{id}"));
+                    sse::Step::replace(event.with_data(&value.to_string()))
                 } else if value.get("id") == Some(&ctx.rpc_id) {
                     ctx.rewrite(&relay, &mut value);
+                    sse::Step::replace(event.with_data(&value.to_string())).last()
                 } else {
-                    return None;
+                    sse::Step::PASS
                 }
-                Some(event.with_data(&value.to_string()))
             })
             .boxed()
         } else {

@@ -377,15 +377,16 @@ impl Context {
     }
 
     /// Reads a message passing through untouched for the outcome of the call it may answer (for
-    /// the audit record). An error when it is not JSON.
-    fn watch(&self, text: &[u8]) -> Result<(), serde_json::Error> {
+    /// the audit record): true when it is that answer, an error when it is not JSON.
+    fn watch(&self, text: &[u8]) -> Result<bool, serde_json::Error> {
         let answer = jsonrpc::Answer::read(text)?;
-        if answer.id.as_ref() == Some(&self.rpc_id)
-            && let Some(call) = &self.call
-        {
+        if answer.id.as_ref() != Some(&self.rpc_id) {
+            return Ok(false);
+        }
+        if let Some(call) = &self.call {
             call.answered(&answer.outcome);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// An answer replayed on a GET stream: tool lists are filtered, tool results withheld when a
@@ -1044,36 +1045,53 @@ impl Proxy {
         }
         let sse = upstream::is_event_stream(upstream.headers());
         let body = upstream.into_body();
+        // Only a request has an answer to watch for and end its stream with; a JSON answer is
+        // held only when it is read for an audit record.
+        let request = msg.is_some_and(|m| m.kind == Kind::Request);
         let body: Body = match (relay, ctx) {
-            (Relay::Stream, Some(ctx)) if ctx.call.is_none() => body.map_err(Into::into).boxed(),
+            (Relay::Stream, Some(ctx)) if !request || (!sse && ctx.call.is_none()) => {
+                body.map_err(Into::into).boxed()
+            }
             (_, None) => body.map_err(Into::into).boxed(),
             (Relay::Resumed, Some(ctx)) if sse => {
                 sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
-                    let mut value: Value = serde_json::from_str(event.data.as_deref()?).ok()?;
-                    ctx.rewrite_resumed(&mut value)
-                        .then(|| event.with_data(&value.to_string()))
+                    let rewritten = || {
+                        let mut value: Value = serde_json::from_str(event.data.as_deref()?).ok()?;
+                        ctx.rewrite_resumed(&mut value)
+                            .then(|| event.with_data(&value.to_string()))
+                    };
+                    rewritten().into()
                 })
                 .boxed()
             }
             (Relay::Resumed, Some(_)) => body.map_err(Into::into).boxed(),
-            // A call only watched for its audit record: its answer is read for the outcome and
-            // goes out as it came.
+            // A request whose answer passes untouched: the answer is read for its id (and, for a
+            // call, its outcome for the audit record), goes out as it came, and ends the stream.
             (Relay::Stream, Some(ctx)) if sse => {
                 sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
                     // An event that is not JSON is not the answer; it passes as it came.
-                    let _ = ctx.watch(event.data.as_deref()?.as_bytes());
-                    None
+                    let answer = event
+                        .data
+                        .as_deref()
+                        .is_some_and(|data| ctx.watch(data.as_bytes()).unwrap_or(false));
+                    sse::Step {
+                        last: answer,
+                        ..sse::Step::PASS
+                    }
                 })
                 .boxed()
             }
             (relay, Some(ctx)) if sse => sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
-                let data = event.data.as_deref()?;
-                let mut value: Value = serde_json::from_str(data).ok()?;
-                if value.get("id") != Some(&ctx.rpc_id) {
-                    return None;
-                }
+                let Some(mut value) = event
+                    .data
+                    .as_deref()
+                    .and_then(|data| serde_json::from_str::<Value>(data).ok())
+                    .filter(|value| value.get("id") == Some(&ctx.rpc_id))
+                else {
+                    return sse::Step::PASS;
+                };
                 ctx.rewrite(&relay, &mut value);
-                Some(event.with_data(&value.to_string()))
+                sse::Step::replace(event.with_data(&value.to_string())).last()
             })
             .boxed(),
             (relay, Some(ctx)) => {
@@ -1094,7 +1112,7 @@ impl Proxy {
                     }
                 };
                 let answer = match relay {
-                    Relay::Stream => ctx.watch(&bytes).map(|()| bytes),
+                    Relay::Stream => ctx.watch(&bytes).map(|_| bytes),
                     relay => serde_json::from_slice::<Value>(&bytes).map(|mut value| {
                         ctx.rewrite(&relay, &mut value);
                         Bytes::from(value.to_string())

@@ -3,13 +3,60 @@
 //! forwarded as raw bytes the moment its terminating blank line arrives, so progress notifications
 //! stream through unbuffered.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Largest single event the gateway will hold while waiting for its end.
 pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// After the answer, how long and how much of the rest of an upstream stream is read (and
+/// dropped) so its connection can go back to the pool; past either, the connection is closed.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+const DRAIN_BYTES: usize = 64 * 1024;
+
+/// What the relay does with one event.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Bytes sent instead of the event; `None` forwards the event as received.
+    pub replacement: Option<Bytes>,
+    /// The event answers the request the stream was opened for, so the stream ends with it (the
+    /// server ends it there too), and the last data and the end go out in one write.
+    pub last: bool,
+}
+
+impl Step {
+    /// Forward the event as received and go on.
+    pub const PASS: Step = Step {
+        replacement: None,
+        last: false,
+    };
+
+    /// Send `bytes` instead of the event.
+    pub fn replace(bytes: Bytes) -> Step {
+        Step {
+            replacement: Some(bytes),
+            last: false,
+        }
+    }
+
+    /// This step, ending the stream.
+    pub fn last(self) -> Step {
+        Step { last: true, ..self }
+    }
+}
+
+impl From<Option<Bytes>> for Step {
+    fn from(replacement: Option<Bytes>) -> Step {
+        Step {
+            replacement,
+            last: false,
+        }
+    }
+}
 
 /// One event: its `data` lines joined with `\n`, plus the raw bytes to forward unchanged.
 pub struct Event<'a> {
@@ -81,25 +128,31 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Wraps an SSE body, handing each complete event to `rewrite`; `None` forwards it unchanged.
+/// Wraps an SSE body, handing each complete event to `rewrite`, which says what goes out instead
+/// and whether the event ends the stream.
 pub struct Rewrite<B, F> {
-    inner: B,
+    /// The upstream body; `None` once it has been handed to [`drain`] after the answer.
+    inner: Option<B>,
     buf: BytesMut,
     /// How far `buf` has been searched for an event end (so each byte is looked at once).
     scanned: usize,
     rewrite: F,
+    /// The upstream body has ended.
     done: bool,
+    /// The answer has gone out: the stream is over.
+    answered: bool,
 }
 
 impl<B, F> Rewrite<B, F> {
     /// Rewrites events of `inner` with `rewrite`.
     pub fn new(inner: B, rewrite: F) -> Self {
         Rewrite {
-            inner,
+            inner: Some(inner),
             buf: BytesMut::new(),
             scanned: 0,
             rewrite,
             done: false,
+            answered: false,
         }
     }
 }
@@ -107,11 +160,62 @@ impl<B, F> Rewrite<B, F> {
 /// Error of a rewritten stream: the upstream's, or an event over [`MAX_EVENT_BYTES`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Reads what is left of an upstream body after the answer, bounded in time and bytes, so a
+/// well-behaved upstream's connection is reused; a body that is already over costs nothing.
+fn drain<B>(mut body: B, cx: &mut Context<'_>)
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    loop {
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(_))) => continue,
+            Poll::Ready(None | Some(Err(_))) => return,
+            Poll::Pending => break,
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut left = DRAIN_BYTES;
+        let rest = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.remaining());
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, rest).await;
+    });
+}
+
+impl<B, F> Rewrite<B, F>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    F: FnMut(&Event<'_>) -> Step + Unpin,
+{
+    /// Runs `rewrite` on one event and turns its step into the frame that goes out.
+    fn step(&mut self, raw: Bytes, cx: &mut Context<'_>) -> Frame<Bytes> {
+        let event = parse_event(&raw);
+        let step = (self.rewrite)(&event);
+        if step.last {
+            self.answered = true;
+            self.buf.clear();
+            if let Some(inner) = self.inner.take() {
+                drain(inner, cx);
+            }
+        }
+        Frame::data(step.replacement.unwrap_or(raw))
+    }
+}
+
 impl<B, F> Body for Rewrite<B, F>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
-    F: FnMut(&Event<'_>) -> Option<Bytes> + Unpin,
+    F: FnMut(&Event<'_>) -> Step + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -122,12 +226,13 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if this.answered {
+                return Poll::Ready(None);
+            }
             if let Some(end) = event_end(&this.buf, this.scanned.saturating_sub(2)) {
                 this.scanned = 0;
                 let raw = this.buf.split_to(end).freeze();
-                let event = parse_event(&raw);
-                let out = (this.rewrite)(&event).unwrap_or_else(|| raw.clone());
-                return Poll::Ready(Some(Ok(Frame::data(out))));
+                return Poll::Ready(Some(Ok(this.step(raw, cx))));
             }
             this.scanned = this.buf.len();
             if this.done {
@@ -136,11 +241,12 @@ where
                 }
                 // An unterminated last event still gets its rewrite.
                 let raw = this.buf.split().freeze();
-                let event = parse_event(&raw);
-                let out = (this.rewrite)(&event).unwrap_or_else(|| raw.clone());
-                return Poll::Ready(Some(Ok(Frame::data(out))));
+                return Poll::Ready(Some(Ok(this.step(raw, cx))));
             }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         this.buf.extend_from_slice(&data);
@@ -159,6 +265,12 @@ where
         }
     }
 
+    fn is_end_stream(&self) -> bool {
+        // Asked right after each frame: true after the answer lets the server write the answer
+        // and the end of the body together.
+        self.answered || (self.done && self.buf.is_empty())
+    }
+
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
     }
@@ -167,7 +279,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt as _, StreamBody};
+    use futures_util::StreamExt as _;
+    use http_body_util::StreamBody;
 
     #[tokio::test]
     async fn events_split_across_chunks_are_rewritten_whole_and_others_pass_raw() {
@@ -182,12 +295,36 @@ mod tests {
                 .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))),
         );
         let body = Rewrite::new(StreamBody::new(stream), |e: &Event<'_>| {
-            (e.data.as_deref() == Some("{\"a\":1}")).then(|| e.with_data("{\"a\":2}"))
+            (e.data.as_deref() == Some("{\"a\":1}"))
+                .then(|| e.with_data("{\"a\":2}"))
+                .into()
         });
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "id: 1\nevent: message\ndata: {\"a\":2}\n\nid: 2\ndata: keep\n\n: comment\n\n"
         );
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_with_the_answer_even_when_the_upstream_does_not() {
+        let chunks = ["data: progress\n\ndata: answer\n\ndata: af", "ter\n\n"];
+        let stream = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))),
+        )
+        .chain(futures_util::stream::pending());
+        let mut body = Rewrite::new(StreamBody::new(stream), |e: &Event<'_>| {
+            let last = e.data.as_deref() == Some("answer");
+            Step { last, ..Step::PASS }
+        });
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"data: progress\n\n");
+        assert!(!body.is_end_stream());
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&second[..], b"data: answer\n\n");
+        assert!(body.is_end_stream(), "the answer ends the stream");
+        assert!(body.frame().await.is_none(), "nothing after the answer");
     }
 }
