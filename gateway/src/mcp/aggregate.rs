@@ -687,7 +687,7 @@ impl Proxy {
         let sse = upstream::is_event_stream(resp.headers());
         let server = server.to_owned();
         let body: Body = if sse {
-            sse::Rewrite::new(resp.into_body(), move |event: &sse::Event<'_>| {
+            let events = sse::Rewrite::new(resp.into_body(), move |event: &sse::Event<'_>| {
                 let Some(mut value) = event
                     .data
                     .as_deref()
@@ -705,8 +705,8 @@ impl Proxy {
                 } else {
                     sse::Step::PASS
                 }
-            })
-            .boxed()
+            });
+            sse::primed(events, sse::FIRST_EVENT_WAIT).await.boxed()
         } else {
             match Limited::new(resp.into_body(), self.limits.max_rewrite_bytes)
                 .collect()

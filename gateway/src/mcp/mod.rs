@@ -1048,6 +1048,7 @@ impl Proxy {
         // Only a request has an answer to watch for and end its stream with; a JSON answer is
         // held only when it is read for an audit record.
         let request = msg.is_some_and(|m| m.kind == Kind::Request);
+        let answer_stream = sse && request && !matches!(relay, Relay::Resumed);
         let body: Body = match (relay, ctx) {
             (Relay::Stream, Some(ctx)) if !request || (!sse && ctx.call.is_none()) => {
                 body.map_err(Into::into).boxed()
@@ -1129,6 +1130,11 @@ impl Proxy {
                     }
                 }
             }
+        };
+        let body = if answer_stream {
+            sse::primed(body, sse::FIRST_EVENT_WAIT).await.boxed()
+        } else {
+            body
         };
         let mut resp = Response::new(body);
         *resp.status_mut() = status;

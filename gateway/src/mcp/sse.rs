@@ -18,6 +18,9 @@ pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 const DRAIN_BYTES: usize = 64 * 1024;
 
+/// Longest the headers of an answer stream wait for its first event (see [`primed`]).
+pub const FIRST_EVENT_WAIT: Duration = Duration::from_millis(50);
+
 /// What the relay does with one event.
 #[derive(Debug, Default)]
 pub struct Step {
@@ -276,6 +279,62 @@ where
     }
 }
 
+/// A body whose first frame has already been read.
+pub struct Primed<B: Body> {
+    first: Option<Result<Frame<B::Data>, B::Error>>,
+    rest: B,
+}
+
+/// Waits up to `wait` for the first frame of an answer stream before its response goes out: a
+/// server writes the headers and the frames ready with them together, so for a quick call the
+/// headers, the answer and the end of the body leave in one write instead of two or three. A
+/// slower first frame lets the headers go at `wait`.
+pub async fn primed<B>(mut body: B, wait: Duration) -> Primed<B>
+where
+    B: Body + Unpin,
+{
+    let first = tokio::time::timeout(wait, body.frame())
+        .await
+        .ok()
+        .flatten();
+    Primed { first, rest: body }
+}
+
+impl<B> Body for Primed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        match this.first.take() {
+            Some(first) => Poll::Ready(Some(first)),
+            None => Pin::new(&mut this.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // A stream that was over with its first frame has a known length, so it needs no chunked
+        // framing.
+        match &self.first {
+            Some(Ok(frame)) if self.rest.is_end_stream() => frame
+                .data_ref()
+                .map_or_else(SizeHint::default, |d| SizeHint::with_exact(d.len() as u64)),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +385,55 @@ mod tests {
         assert_eq!(&second[..], b"data: answer\n\n");
         assert!(body.is_end_stream(), "the answer ends the stream");
         assert!(body.frame().await.is_none(), "nothing after the answer");
+    }
+
+    #[tokio::test]
+    async fn a_primed_stream_over_with_its_first_event_has_an_exact_length() {
+        let answer = |chunks: &'static [&'static str]| {
+            let stream = futures_util::stream::iter(
+                chunks
+                    .iter()
+                    .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(*c)))),
+            );
+            Rewrite::new(StreamBody::new(stream), |e: &Event<'_>| Step {
+                last: e.data.as_deref() == Some("answer"),
+                ..Step::PASS
+            })
+        };
+        let quick = primed(answer(&["data: answer\n\n"]), FIRST_EVENT_WAIT).await;
+        assert_eq!(quick.size_hint().exact(), Some(14));
+        assert_eq!(
+            &quick.collect().await.unwrap().to_bytes()[..],
+            b"data: answer\n\n"
+        );
+
+        let streaming = primed(
+            answer(&["data: progress\n\n", "data: answer\n\n"]),
+            FIRST_EVENT_WAIT,
+        )
+        .await;
+        assert_eq!(streaming.size_hint().exact(), None);
+        assert_eq!(
+            &streaming.collect().await.unwrap().to_bytes()[..],
+            b"data: progress\n\ndata: answer\n\n"
+        );
+
+        let silent = StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let started = std::time::Instant::now();
+        let waited = primed(
+            Rewrite::new(silent, |_: &Event<'_>| Step::PASS),
+            FIRST_EVENT_WAIT,
+        )
+        .await;
+        assert!(
+            started.elapsed() >= FIRST_EVENT_WAIT,
+            "waits for the first event"
+        );
+        assert!(
+            !waited.is_end_stream(),
+            "a silent stream goes out as a stream"
+        );
     }
 }
