@@ -8,8 +8,20 @@ use sqlx::Row as _;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Rows per INSERT statement (18 values each stays well under SQLite's 32,766 variables).
-const INSERT_CHUNK: usize = 500;
+/// Most rows per INSERT statement (19 values each stays well under SQLite's 32,766 variables).
+/// A batch is inserted in chunks whose sizes are powers of two, so the same few statements are
+/// prepared once per connection and reused from its statement cache instead of one new SQL text
+/// per batch size.
+const INSERT_CHUNK: usize = 256;
+
+/// The next chunk of `left` rows: the largest power of two not over it or [`INSERT_CHUNK`].
+fn chunk_len(left: usize) -> usize {
+    if left >= INSERT_CHUNK {
+        INSERT_CHUNK
+    } else {
+        1 << left.ilog2()
+    }
+}
 
 const COLUMNS: &str = "id, workspace, seq, ts_ms, kind, member, token_id, server, tool, decision, module, \
      module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash";
@@ -54,32 +66,35 @@ pub async fn append(db: &Db, records: &mut [Record]) -> Result<()> {
                 r.hash = r.compute_hash();
                 prev = r.hash.clone();
             }
-            for chunk in order[i..j].chunks(INSERT_CHUNK) {
+            let mut rest = &order[i..j];
+            while !rest.is_empty() {
+                let (chunk, more) = rest.split_at(chunk_len(rest.len()));
+                rest = more;
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_records (workspace, seq, ts_ms, kind, member, token_id, server, tool, decision, \
                      module, module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash) ",
                 );
                 q.push_values(chunk, |mut b, &k| {
                     let r = &records[k];
-                    b.push_bind(r.workspace.clone())
+                    b.push_bind(r.workspace.as_str())
                         .push_bind(r.seq)
                         .push_bind(r.ts_ms)
-                        .push_bind(r.kind.clone())
-                        .push_bind(r.member.clone())
-                        .push_bind(r.token_id.clone())
-                        .push_bind(r.server.clone())
-                        .push_bind(r.tool.clone())
-                        .push_bind(r.decision.clone())
-                        .push_bind(r.module.clone())
-                        .push_bind(r.module_digest.clone())
-                        .push_bind(r.status.clone())
-                        .push_bind(r.error_code.clone())
+                        .push_bind(r.kind.as_str())
+                        .push_bind(r.member.as_deref())
+                        .push_bind(r.token_id.as_deref())
+                        .push_bind(r.server.as_str())
+                        .push_bind(r.tool.as_str())
+                        .push_bind(r.decision.as_str())
+                        .push_bind(r.module.as_deref())
+                        .push_bind(r.module_digest.as_deref())
+                        .push_bind(r.status.as_str())
+                        .push_bind(r.error_code.as_deref())
                         .push_bind(r.latency_us)
                         .push_bind(r.upstream_latency_us)
-                        .push_bind(r.request_id.clone())
-                        .push_bind(r.session_id.clone())
-                        .push_bind(r.prev_hash.clone())
-                        .push_bind(r.hash.clone());
+                        .push_bind(r.request_id.as_str())
+                        .push_bind(r.session_id.as_deref())
+                        .push_bind(r.prev_hash.as_str())
+                        .push_bind(r.hash.as_str());
                 });
                 q.build().execute(&mut *tx).await?;
             }
@@ -418,4 +433,28 @@ pub async fn prune(db: &Db, before_ms: i64) -> Result<Vec<Pruned>> {
         out.extend(done);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_few_statement_sizes() {
+        for n in 1..=2 * INSERT_CHUNK + 3 {
+            let (mut left, mut sizes) = (n, Vec::new());
+            while left > 0 {
+                let c = chunk_len(left);
+                assert!(c.is_power_of_two() && c <= INSERT_CHUNK && c <= left);
+                sizes.push(c);
+                left -= c;
+            }
+            assert!(
+                sizes.len() <= 2 + INSERT_CHUNK.ilog2() as usize,
+                "{n}: {sizes:?}"
+            );
+        }
+        assert_eq!(chunk_len(1000), 256);
+        assert_eq!(chunk_len(55), 32);
+    }
 }
