@@ -123,7 +123,8 @@ fn chain_runs_in_file_name_order_and_first_deny_wins() {
 
     let p = member("alice", &["db:*"]);
     let secret = format!("{{\"token\":\"ghp_{}\"}}", "x".repeat(36));
-    let v = set.chain().decide(&ask(&p, "db", "query", Some(&secret)));
+    // The call phase on its own: modules in file-name order.
+    let v = set.chain().veto(&ask(&p, "db", "query", Some(&secret)));
     assert_eq!(
         denial_code(&v),
         Some("secret-in-arguments"),
@@ -131,15 +132,18 @@ fn chain_runs_in_file_name_order_and_first_deny_wins() {
     );
     let v = set
         .chain()
-        .decide(&ask(&p, "db", "query", Some(r#"{"sql":"select 1"}"#)));
+        .veto(&ask(&p, "db", "query", Some(r#"{"sql":"select 1"}"#)));
     assert_eq!(
         denial_code(&v),
         Some("hostile-deny"),
         "clean args pass the guard, hostile denies: {v:?}"
     );
-    // The allowlist (first) denies before anything else runs.
+    // A whole call is its listing first: the allowlist (first) denies before anything else runs,
+    // and a listing-phase deny comes before any call-phase module.
     let v = set.chain().decide(&ask(&p, "ci", "deploy", Some(&secret)));
     assert_eq!(denial_code(&v), Some("not-granted"));
+    let v = set.chain().decide(&ask(&p, "db", "query", Some(&secret)));
+    assert_eq!(denial_code(&v), Some("hostile-deny"), "{v:?}");
 
     // Rename the guard after the hostile module: now the hostile deny comes first.
     std::fs::rename(
@@ -148,13 +152,51 @@ fn chain_runs_in_file_name_order_and_first_deny_wins() {
     )
     .unwrap();
     assert!(set.reload());
-    let v = set.chain().decide(&ask(&p, "db", "query", Some(&secret)));
+    let v = set.chain().veto(&ask(&p, "db", "query", Some(&secret)));
     assert_eq!(denial_code(&v), Some("hostile-deny"), "{v:?}");
     // A later deny wins over an earlier allow.
     if let Verdict::Deny(d) = v {
         assert_eq!(d.module, "guest-hostile");
         assert!(!d.fault);
     }
+}
+
+#[test]
+fn a_call_needs_a_listing_allow_and_no_call_phase_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    install(
+        dir.path(),
+        "10-guard.wasm",
+        &guests::bytes(guests::SECRETS_GUARD),
+    );
+    let set = PolicySet::load(PolicyConfig {
+        dir: Some(dir.path().into()),
+        ..PolicyConfig::default()
+    })
+    .unwrap();
+    let p = member("alice", &["db:*"]);
+    // The guard abstains on clean arguments: the allowlist's listing allow carries the call.
+    let clean = ask(&p, "db", "query", Some(r#"{"sql":"select 1"}"#));
+    assert_eq!(set.chain().veto(&clean), Verdict::Allow);
+    assert_eq!(set.chain().decide(&clean), Verdict::Allow);
+    // Not granted: hidden, so not callable whatever the call phase says.
+    let hidden = ask(&p, "ci", "deploy", Some("{}"));
+    assert_eq!(
+        denial_code(&set.chain().decide(&hidden)),
+        Some("not-granted")
+    );
+    // The allowlist takes part in the listing only: asked once per decide; the guard once per
+    // call phase (the veto, and the decide that got past the listing).
+    let counts: Vec<(String, u64)> = set
+        .status()
+        .modules
+        .into_iter()
+        .map(|m| (m.name, m.decisions))
+        .collect();
+    assert_eq!(
+        counts,
+        [("allowlist".to_owned(), 2), ("secrets-guard".to_owned(), 2)],
+    );
 }
 
 #[test]

@@ -935,8 +935,9 @@ impl Proxy {
         Some(rpc_error(msg.id(), code::INVALID_PARAMS, &why))
     }
 
-    /// Policy for a `tools/call`: visibility first (a hidden tool is an unknown tool), then the call
-    /// with its arguments (a refusal is a tool error the model can read). `None` lets it proceed.
+    /// Policy for a `tools/call`: visibility first (a hidden tool is an unknown tool), then the
+    /// call-phase modules with its arguments, any of which may refuse (a refusal is a tool error the
+    /// model can read). `None` lets it proceed.
     fn decide_call(
         &self,
         ctx: &Context,
@@ -962,7 +963,7 @@ impl Proxy {
             }
             decision = "would-deny";
         }
-        if let Verdict::Deny(d) = ctx.chain.decide(&ctx.question(tool, Some(arguments))) {
+        if let Verdict::Deny(d) = ctx.chain.veto(&ctx.question(tool, Some(arguments))) {
             log_denial("call", &d, ctx.enforced());
             if let Some(call) = &ctx.call {
                 call.denied(&d, ctx.enforced());

@@ -191,37 +191,53 @@ impl PolicyChain {
         self.modules.iter().any(|m| m.phases.result)
     }
 
-    /// Decides a listing (`arguments: None`) or a call: the first deny or fault wins; otherwise
-    /// allow if any module allowed; all abstaining denies.
+    /// Decides a listing (`arguments: None`) or a call. A listing runs the listing-phase modules
+    /// in order: the first deny or fault wins; otherwise allow if any module allowed; all
+    /// abstaining denies. A call is first its listing (a tool the caller may not see cannot be
+    /// called), then [`Self::veto`] over the call-phase modules.
     pub fn decide(&self, q: &Question<'_>) -> Verdict {
-        let listing = q.arguments.is_none();
-        let call = q.to_wit();
+        let listing = Question {
+            arguments: None,
+            ..*q
+        };
+        let call = listing.to_wit();
         let mut allowed = false;
-        for m in &self.modules {
-            if !(if listing {
-                m.phases.list
-            } else {
-                m.phases.call
-            }) {
-                continue;
-            }
+        for m in self.modules.iter().filter(|m| m.phases.list) {
             let answer = m.decide(&call).result;
             if let Some(denial) = m.denial(&answer) {
                 return Verdict::Deny(denial);
             }
             allowed |= matches!(answer, Ok(wit::Decision::Allow));
         }
-        if allowed {
-            Verdict::Allow
-        } else {
-            Verdict::Deny(Denial {
+        if !allowed {
+            return Verdict::Deny(Denial {
                 module: "chain".into(),
                 digest: String::new(),
                 code: "no-module-allowed".into(),
                 reason: format!("no policy module allows {}:{}", q.server, q.tool),
                 fault: false,
-            })
+            });
         }
+        match q.arguments {
+            Some(_) => self.veto(q),
+            None => Verdict::Allow,
+        }
+    }
+
+    /// The call phase of a `tools/call` whose listing the chain has already allowed:
+    /// call-phase modules run in order and the first deny or fault wins; otherwise the call is
+    /// allowed, on the strength of the listing allow (no call-phase module needs to allow, so a
+    /// module whose call answer is its listing answer, like the allowlist, takes part in the
+    /// listing phase only and costs one evaluation per call, not two).
+    pub fn veto(&self, q: &Question<'_>) -> Verdict {
+        let call = q.to_wit();
+        for m in self.modules.iter().filter(|m| m.phases.call) {
+            let answer = m.decide(&call).result;
+            if let Some(denial) = m.denial(&answer) {
+                return Verdict::Deny(denial);
+            }
+        }
+        Verdict::Allow
     }
 
     /// Runs the result phase: the first deny or fault blocks the result; otherwise it passes.

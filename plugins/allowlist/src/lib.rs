@@ -32,7 +32,10 @@ pub struct Allowlist;
 
 impl Policy for Allowlist {
     type Settings = AllowlistSettings;
-    const PHASES: Phases = Phases::LIST.union(Phases::CALL);
+    /// Listing only: a call's answer is the listing answer, and the gateway lets no call through
+    /// without a listing allow, so asking again per call would cost a second evaluation for
+    /// nothing. `call` still answers, for `mcpgw policy run` and unit tests.
+    const PHASES: Phases = Phases::LIST;
 
     fn list(call: &ToolCall, settings: &AllowlistSettings) -> Decision {
         decide(call, settings)

@@ -154,11 +154,31 @@ const SHAPES: &[Shape] = &[
     },
 ];
 
-/// The kind of the first credential found in `text`: one pass, dispatching on the byte that can
-/// start a credential, so clean text costs one comparison per byte.
+/// True when the two bytes at a position can begin a credential: every shape's prefixes, the AWS
+/// secret's words (`a`, then `w`, or `_` / `-` between the words), the private-key block and the
+/// JWT start with one of these pairs. Ordinary text ("select", "name", "has") is passed over with
+/// this one test per byte instead of a look at every shape.
+fn may_start(b: u8, next: u8) -> bool {
+    match b {
+        b'A' => matches!(next, b'K' | b'S' | b'B' | b'C' | b'W' | b'w' | b'_' | b'-'),
+        b'a' => matches!(next, b'W' | b'w' | b'_' | b'-'),
+        b'g' => matches!(next, b'h' | b'i'),
+        b'x' | b'h' => next == b'o',
+        b's' => next == b'k',
+        b'-' => next == b'-',
+        b'e' => next == b'y',
+        _ => false,
+    }
+}
+
+/// The kind of the first credential found in `text`: one pass, testing each byte pair for a
+/// possible start ([`may_start`]) and only then dispatching on the shapes that byte can start.
 pub fn find_secret(text: &str) -> Option<&'static str> {
     let bytes = text.as_bytes();
     for (at, &b) in bytes.iter().enumerate() {
+        if !may_start(b, bytes.get(at + 1).copied().unwrap_or(0)) {
+            continue;
+        }
         let found = match b {
             b'A' | b'a' | b'g' | b'x' | b'h' | b's' => SHAPES
                 .iter()
@@ -345,6 +365,19 @@ mod tests {
                 other => panic!("{kind} not caught: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_credential_start_passes_the_pair_test() {
+        let starts = SHAPES
+            .iter()
+            .flat_map(|s| s.prefixes.iter().copied())
+            .chain(["aws", "AWS", "a_ws", "A-WS", "-----BEGIN ", "eyJ"]);
+        for start in starts {
+            let b = start.as_bytes();
+            assert!(may_start(b[0], b[1]), "{start}");
+        }
+        assert!(!may_start(b's', b'e') && !may_start(b'a', b'm'));
     }
 
     #[test]
