@@ -26,6 +26,8 @@ fn main() {
         "policy-sdk/Cargo.toml",
         "plugins",
         "Cargo.lock",
+        // The workspace manifest holds the `plugin` profile the guests are built with.
+        "Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }

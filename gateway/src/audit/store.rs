@@ -46,16 +46,18 @@ pub async fn append(db: &Db, records: &mut [Record]) -> Result<()> {
             while j < order.len() && records[order[j]].workspace == workspace {
                 j += 1;
             }
-            let touched = sqlx::query("UPDATE audit_heads SET seq = seq WHERE workspace = $1")
-                .bind(&workspace).execute(&mut *tx).await?.rows_affected();
-            if touched == 0 {
-                sqlx::query("INSERT INTO audit_heads (workspace, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (workspace) DO NOTHING")
-                    .bind(&workspace).bind(GENESIS).execute(&mut *tx).await?;
-                sqlx::query("UPDATE audit_heads SET seq = seq WHERE workspace = $1")
-                    .bind(&workspace).execute(&mut *tx).await?;
-            }
-            let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE workspace = $1")
-                .bind(&workspace).fetch_one(&mut *tx).await?;
+            // Locking the head and reading it is one statement (both databases have RETURNING).
+            const LOCK_HEAD: &str =
+                "UPDATE audit_heads SET seq = seq WHERE workspace = $1 RETURNING seq, hash";
+            let locked = sqlx::query(LOCK_HEAD).bind(&workspace).fetch_optional(&mut *tx).await?;
+            let head = match locked {
+                Some(head) => head,
+                None => {
+                    sqlx::query("INSERT INTO audit_heads (workspace, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (workspace) DO NOTHING")
+                        .bind(&workspace).bind(GENESIS).execute(&mut *tx).await?;
+                    sqlx::query(LOCK_HEAD).bind(&workspace).fetch_one(&mut *tx).await?
+                }
+            };
             let (mut seq, mut prev): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
             // Records keep the order they were queued in (the order calls finished).
             for &k in &order[i..j] {
