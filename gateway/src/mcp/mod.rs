@@ -1046,10 +1046,19 @@ impl Proxy {
         }
         let sse = upstream::is_event_stream(upstream.headers());
         let body = upstream.into_body();
-        // Only a request has an answer to watch for and end its stream with; a JSON answer is
-        // held only when it is read for an audit record.
-        let request = msg.is_some_and(|m| m.kind == Kind::Request);
-        let answer_stream = sse && request && !matches!(relay, Relay::Resumed);
+        // A tool call's answer is watched for, and ends its stream; other requests' answers pass
+        // untouched and unbounded (a large resource, say). A JSON answer is held only when it is
+        // read for an audit record.
+        let request =
+            msg.is_some_and(|m| m.kind == Kind::Request && m.method() == Some("tools/call"));
+        // Streams that end with the answer the gateway watches for; their headers wait for the
+        // first event.
+        let answer_stream = sse
+            && match relay {
+                Relay::Resumed => false,
+                Relay::Stream => request,
+                Relay::FilterTools | Relay::InspectResult { .. } => true,
+            };
         let body: Body = match (relay, ctx) {
             (Relay::Stream, Some(ctx)) if !request || (!sse && ctx.call.is_none()) => {
                 body.map_err(Into::into).boxed()
@@ -1067,8 +1076,8 @@ impl Proxy {
                 .boxed()
             }
             (Relay::Resumed, Some(_)) => body.map_err(Into::into).boxed(),
-            // A request whose answer passes untouched: the answer is read for its id (and, for a
-            // call, its outcome for the audit record), goes out as it came, and ends the stream.
+            // A tool call whose answer passes untouched: the answer is read for its id (and its
+            // outcome, for the audit record), goes out as it came, and ends the stream.
             (Relay::Stream, Some(ctx)) if sse => {
                 sse::Rewrite::new(body, move |event: &sse::Event<'_>| {
                     // An event that is not JSON is not the answer; it passes as it came.
