@@ -1142,7 +1142,15 @@ impl Proxy {
             }
         };
         let body = if answer_stream {
-            sse::primed(body, sse::FIRST_EVENT_WAIT).await.boxed()
+            let primed = sse::primed(body, sse::FIRST_EVENT_WAIT).await;
+            if let Some(e) = primed.failed() {
+                if let Some(call) = &call {
+                    call.finish(Status::UpstreamError, Some("stream-error".into()));
+                }
+                let message = format!("upstream {} stream failed: {e}", server.name);
+                return rpc_error(id, code::INTERNAL_ERROR, &message);
+            }
+            primed.boxed()
         } else {
             body
         };

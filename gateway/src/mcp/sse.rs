@@ -15,7 +15,7 @@ pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// After the answer, how long and how much of the rest of an upstream stream is read (and
 /// dropped) so its connection can go back to the pool; past either, the connection is closed.
-const DRAIN_TIME: Duration = Duration::from_secs(5);
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 const DRAIN_BYTES: usize = 64 * 1024;
 
 /// Longest the headers of an answer stream wait for its first event (see [`primed`]).
@@ -169,9 +169,16 @@ fn drain<B>(mut body: B, cx: &mut Context<'_>)
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
 {
+    let mut left = DRAIN_BYTES;
+    // What is ready now is read here (the end usually is), within the same byte bound.
     loop {
         match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(_))) => continue,
+            Poll::Ready(Some(Ok(frame))) => {
+                left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.remaining()));
+                if left == 0 {
+                    return;
+                }
+            }
             Poll::Ready(None | Some(Err(_))) => return,
             Poll::Pending => break,
         }
@@ -180,11 +187,9 @@ where
         return;
     };
     runtime.spawn(async move {
-        let mut left = DRAIN_BYTES;
         let rest = async {
             while let Some(Ok(frame)) = body.frame().await {
-                let n = frame.data_ref().map_or(0, |d| d.remaining());
-                left = left.saturating_sub(n);
+                left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.remaining()));
                 if left == 0 {
                     break;
                 }
@@ -300,6 +305,17 @@ where
     Primed { first, rest: body }
 }
 
+impl<B: Body> Primed<B> {
+    /// The upstream stream failed before its first event: nothing has gone to the client yet, so
+    /// the caller can still answer with an error of its own.
+    pub fn failed(&self) -> Option<&B::Error> {
+        match &self.first {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl<B> Body for Primed<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -385,6 +401,30 @@ mod tests {
         assert_eq!(&second[..], b"data: answer\n\n");
         assert!(body.is_end_stream(), "the answer ends the stream");
         assert!(body.frame().await.is_none(), "nothing after the answer");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_keeps_sending_after_the_answer_is_read_no_further_than_the_bound() {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent.clone();
+        let endless = futures_util::stream::repeat(Bytes::from(vec![b':'; 1024])).map(move |b| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, std::convert::Infallible>(Frame::data(b))
+        });
+        let stream = futures_util::stream::iter([Ok(Frame::data(Bytes::from("data: answer\n\n")))])
+            .chain(endless);
+        let mut body = Rewrite::new(StreamBody::new(stream), |e: &Event<'_>| Step {
+            last: e.data.as_deref() == Some("answer"),
+            ..Step::PASS
+        });
+        let answer = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&answer[..], b"data: answer\n\n");
+        assert!(body.is_end_stream());
+        let read = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            read <= DRAIN_BYTES / 1024 + 1,
+            "read {read} KiB after the answer"
+        );
     }
 
     #[tokio::test]
