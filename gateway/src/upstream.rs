@@ -59,8 +59,6 @@ pub static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-proto
 pub static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 /// `Mcp-Name` (2026-07-28).
 pub static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
-/// `Last-Event-ID`.
-pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// `X-Accel-Buffering`.
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 

@@ -29,6 +29,15 @@ fn hostile(engine: &PolicyEngine, mode: &str) -> Arc<mcpgw::policy::Module> {
     )
 }
 
+/// The built-in allowlist followed by the modules in `dir`, default settings.
+fn load_dir(dir: &std::path::Path) -> Arc<PolicySet> {
+    PolicySet::load(PolicyConfig {
+        dir: Some(dir.into()),
+        ..PolicyConfig::default()
+    })
+    .unwrap()
+}
+
 fn builtin_only() -> Arc<PolicySet> {
     PolicySet::load(PolicyConfig::default()).expect("policy set")
 }
@@ -108,11 +117,7 @@ fn chain_runs_in_file_name_order_and_first_deny_wins() {
         "20-hostile.wasm",
         &guests::bytes(guests::HOSTILE),
     ); // default mode: deny
-    let set = PolicySet::load(PolicyConfig {
-        dir: Some(dir.path().into()),
-        ..PolicyConfig::default()
-    })
-    .unwrap();
+    let set = load_dir(dir.path());
     let names: Vec<String> = set
         .status()
         .modules
@@ -169,11 +174,7 @@ fn a_call_needs_a_listing_allow_and_no_call_phase_deny() {
         "10-guard.wasm",
         &guests::bytes(guests::SECRETS_GUARD),
     );
-    let set = PolicySet::load(PolicyConfig {
-        dir: Some(dir.path().into()),
-        ..PolicyConfig::default()
-    })
-    .unwrap();
+    let set = load_dir(dir.path());
     let p = member("alice", &["db:*"]);
     // The guard abstains on clean arguments: the allowlist's listing allow carries the call.
     let clean = ask(&p, "db", "query", Some(r#"{"sql":"select 1"}"#));
@@ -237,11 +238,7 @@ fn secrets_guard_blocks_each_kind_and_passes_clean_arguments() {
         "guard.wasm",
         &guests::bytes(guests::SECRETS_GUARD),
     );
-    let set = PolicySet::load(PolicyConfig {
-        dir: Some(dir.path().into()),
-        ..PolicyConfig::default()
-    })
-    .unwrap();
+    let set = load_dir(dir.path());
     let p = member("alice", &["*:*"]);
     let cases = [
         (
@@ -529,11 +526,7 @@ fn compiled_modules_are_cached_by_content_hash() {
 fn a_bad_file_keeps_the_last_good_module_and_deleting_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), "x.wasm", &guests::bytes(guests::HOSTILE));
-    let set = PolicySet::load(PolicyConfig {
-        dir: Some(dir.path().into()),
-        ..PolicyConfig::default()
-    })
-    .unwrap();
+    let set = load_dir(dir.path());
     let p = member("frank", &["*:*"]);
     let decide =
         || denial_code(&set.chain().decide(&ask(&p, "db", "query", Some("{}")))).map(str::to_owned);
@@ -594,11 +587,7 @@ fn a_bad_file_keeps_the_last_good_module_and_deleting_removes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_picks_up_new_changed_and_deleted_files() {
     let dir = tempfile::tempdir().unwrap();
-    let set = PolicySet::load(PolicyConfig {
-        dir: Some(dir.path().into()),
-        ..PolicyConfig::default()
-    })
-    .unwrap();
+    let set = load_dir(dir.path());
     let _watch = set.watch().unwrap();
     let p = member("gina", &["*:*"]);
     let code = |set: &PolicySet| {
@@ -653,11 +642,7 @@ async fn watcher_picks_up_new_changed_and_deleted_files() {
 fn calls_in_flight_keep_their_chain_and_duplicates_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), "x.wasm", &guests::bytes(guests::HOSTILE));
-    let set = PolicySet::load(PolicyConfig {
-        dir: Some(dir.path().into()),
-        ..PolicyConfig::default()
-    })
-    .unwrap();
+    let set = load_dir(dir.path());
     let p = member("hal", &["*:*"]);
     let in_flight = set.chain();
 

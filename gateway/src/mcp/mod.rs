@@ -1049,18 +1049,18 @@ impl Proxy {
         // A tool call's answer is watched for, and ends its stream; other requests' answers pass
         // untouched and unbounded (a large resource, say). A JSON answer is held only when it is
         // read for an audit record.
-        let request =
+        let tool_call =
             msg.is_some_and(|m| m.kind == Kind::Request && m.method() == Some("tools/call"));
         // Streams that end with the answer the gateway watches for; their headers wait for the
         // first event.
         let answer_stream = sse
             && match relay {
                 Relay::Resumed => false,
-                Relay::Stream => request,
+                Relay::Stream => tool_call,
                 Relay::FilterTools | Relay::InspectResult { .. } => true,
             };
         let body: Body = match (relay, ctx) {
-            (Relay::Stream, Some(ctx)) if !request || (!sse && ctx.call.is_none()) => {
+            (Relay::Stream, Some(ctx)) if !tool_call || (!sse && ctx.call.is_none()) => {
                 body.map_err(Into::into).boxed()
             }
             (_, None) => body.map_err(Into::into).boxed(),

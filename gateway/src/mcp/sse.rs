@@ -22,7 +22,7 @@ const DRAIN_BYTES: usize = 64 * 1024;
 pub const FIRST_EVENT_WAIT: Duration = Duration::from_millis(50);
 
 /// What the relay does with one event.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Step {
     /// Bytes sent instead of the event; `None` forwards the event as received.
     pub replacement: Option<Bytes>,
