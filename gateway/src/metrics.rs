@@ -173,6 +173,18 @@ impl Metrics {
                 );
             }
         }
+        let chain = policies.chain();
+        family(
+            &mut out,
+            "mcpgw_policy_listing_cache_hits_total",
+            "counter",
+            "Listing questions answered from the live chain's memory instead of by its modules; reset on reload.",
+        );
+        let _ = writeln!(
+            out,
+            "mcpgw_policy_listing_cache_hits_total {}",
+            chain.listing_cache().hits()
+        );
         let (reloads, failures) = policies.reload_counts();
         family(
             &mut out,

@@ -830,6 +830,9 @@ async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
         "mcpgw_http_requests_total{endpoint=\"mcp_server\",status=\"200\"} 3",
         "mcpgw_policy_modules_live 2",
         "mcpgw_policy_decisions_total{module=\"secrets-guard\",outcome=\"pass\"} 2",
+        // The second call of echo was listed from the chain's memory, not by the allowlist.
+        "mcpgw_policy_decisions_total{module=\"allowlist\",outcome=\"pass\"} 1",
+        "mcpgw_policy_listing_cache_hits_total 1",
         "mcpgw_policy_reloads_total ",
         "mcpgw_policy_reload_failures_total 0",
         "mcpgw_upstream_latency_seconds_count 2",

@@ -461,17 +461,47 @@ fn warm_instances_keep_state_fresh_ones_do_not() {
         )
         .unwrap();
         let chain = PolicyChain::new(vec![hostile(&engine, "count")], vec![]);
+        // The call phase: listing answers are remembered by the chain, so they would not show it.
         (0..3)
-            .map(
-                |_| match chain.decide(&ask(&p, "db", "query", Some("{}"))) {
-                    Verdict::Deny(d) => d.reason,
-                    v => panic!("{v:?}"),
-                },
-            )
+            .map(|_| match chain.veto(&ask(&p, "db", "query", Some("{}"))) {
+                Verdict::Deny(d) => d.reason,
+                v => panic!("{v:?}"),
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(count(InstanceStrategy::Warm), ["1", "2", "3"]);
     assert_eq!(count(InstanceStrategy::Fresh), ["1", "1", "1"]);
+}
+
+#[test]
+fn a_chain_remembers_listing_answers_and_a_reloaded_chain_asks_again() {
+    // "count" answers with how many times its instance was asked, so a remembered answer shows.
+    let engine = engine();
+    let module = hostile(&engine, "count");
+    let p = member("dave", &["db:*"]);
+    let listing = |chain: &PolicyChain, tool: &str| match chain.decide(&ask(&p, "db", tool, None)) {
+        Verdict::Deny(d) => d.reason,
+        v => panic!("{v:?}"),
+    };
+    let chain = PolicyChain::new(vec![module.clone()], vec![]);
+    assert_eq!(listing(&chain, "query"), "1");
+    assert_eq!(listing(&chain, "query"), "1");
+    // A call of the same tool lists it from memory too, then asks the call phase.
+    match chain.decide(&ask(&p, "db", "query", Some("{}"))) {
+        Verdict::Deny(d) => assert_eq!(d.reason, "1"),
+        v => panic!("{v:?}"),
+    }
+    assert_eq!(chain.listing_cache().hits(), 2);
+    // Another tool, or the same member with other grants, is another question.
+    assert_eq!(listing(&chain, "schema"), "2");
+    let regranted = member("dave", &["db:query"]);
+    match chain.decide(&ask(&regranted, "db", "query", None)) {
+        Verdict::Deny(d) => assert_eq!(d.reason, "3"),
+        v => panic!("{v:?}"),
+    }
+    // A reload builds a new chain, which asks the module again.
+    let reloaded = PolicyChain::new(vec![module], vec![]);
+    assert_eq!(listing(&reloaded, "query"), "4");
 }
 
 #[test]

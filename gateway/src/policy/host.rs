@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
@@ -250,7 +250,8 @@ impl PolicyEngine {
             settings: settings_json.to_owned(),
             stubbed_imports,
             pre,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..IDLE_SLOTS).map(|_| Mutex::new(Vec::new())).collect(),
+            idle_count: AtomicUsize::new(0),
             stats: ModuleStats::default(),
             limits: self.limits.clone(),
             deadline_ticks: self.deadline_ticks,
@@ -567,6 +568,19 @@ struct Instance {
     bindings: PolicyBindings,
 }
 
+/// Idle-instance lists per module (see [`Module::idle`]).
+const IDLE_SLOTS: usize = 8;
+
+/// This thread's idle-instance slot: threads get slots in turn as they first evaluate, so the few
+/// worker threads of a runtime each have their own.
+fn slot() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SLOT: usize = (NEXT.fetch_add(1, Ordering::Relaxed) % IDLE_SLOTS as u64) as usize;
+    }
+    SLOT.with(|s| *s)
+}
+
 /// A loaded, configured module: the compiled pre-instance plus its idle warm instances.
 pub struct Module {
     pub(crate) name: Arc<str>,
@@ -578,7 +592,11 @@ pub struct Module {
     pub(crate) settings: String,
     stubbed_imports: Vec<String>,
     pre: PolicyPre<HostState>,
-    idle: Mutex<Vec<Instance>>,
+    /// Idle warm instances, in one list per slot; each thread takes from and returns to its own
+    /// slot (see [`slot`]), so an instance keeps running on the core whose caches hold its memory.
+    idle: Box<[Mutex<Vec<Instance>>]>,
+    /// Instances in `idle`, over every slot.
+    idle_count: AtomicUsize,
     pub(crate) stats: ModuleStats,
     limits: Limits,
     deadline_ticks: u64,
@@ -650,7 +668,8 @@ impl Module {
         f: impl FnOnce(&mut Store<HostState>, &PolicyBindings) -> wasmtime::Result<wit::Decision>,
     ) -> Answer {
         let warm = self.limits.strategy == InstanceStrategy::Warm;
-        let reused = if warm { lock(&self.idle).pop() } else { None };
+        let slot = slot();
+        let reused = if warm { self.take_idle(slot) } else { None };
         let mut instance = match reused {
             Some(i) => i,
             None => match self.instantiate(self.deadline_ticks) {
@@ -675,12 +694,29 @@ impl Module {
         let result =
             result.and_then(|d| check_output(&d).map(|()| d).map_err(Fault::InvalidOutput));
         if warm && result.is_ok() {
-            let mut idle = lock(&self.idle);
-            if idle.len() < self.limits.max_idle_instances {
-                idle.push(instance);
+            // Past the bound (counted over every slot), the instance is dropped.
+            if self.idle_count.fetch_add(1, Ordering::Relaxed) < self.limits.max_idle_instances {
+                lock(&self.idle[slot]).push(instance);
+            } else {
+                self.idle_count.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.count(Answer { result, fuel })
+    }
+
+    /// An idle instance: this thread's own if it has one, else another slot's (cheaper than a
+    /// new instance).
+    fn take_idle(&self, slot: usize) -> Option<Instance> {
+        // One lock at a time: the guard of each `pop` ends with its statement.
+        let own = lock(&self.idle[slot]).pop();
+        let instance = match own {
+            Some(instance) => instance,
+            None => {
+                (1..IDLE_SLOTS).find_map(|i| lock(&self.idle[(slot + i) % IDLE_SLOTS]).pop())?
+            }
+        };
+        self.idle_count.fetch_sub(1, Ordering::Relaxed);
+        Some(instance)
     }
 
     fn count(&self, answer: Answer) -> Answer {

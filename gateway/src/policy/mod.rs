@@ -10,6 +10,7 @@
 //!
 //! See `docs/architecture.md` for the lifecycle.
 
+pub mod cache;
 pub mod host;
 pub mod reload;
 
@@ -168,12 +169,18 @@ impl Outcome {
 pub struct PolicyChain {
     modules: Vec<Arc<Module>>,
     rejected: Vec<Rejected>,
+    /// Listing verdicts this chain has given (see [`cache`]).
+    listings: cache::ListingCache,
 }
 
 impl PolicyChain {
     /// A chain of these modules, in order.
     pub fn new(modules: Vec<Arc<Module>>, rejected: Vec<Rejected>) -> Self {
-        PolicyChain { modules, rejected }
+        PolicyChain {
+            modules,
+            rejected,
+            listings: cache::ListingCache::default(),
+        }
     }
 
     /// The modules, in evaluation order.
@@ -186,6 +193,11 @@ impl PolicyChain {
         &self.rejected
     }
 
+    /// The listing verdicts this chain remembers.
+    pub fn listing_cache(&self) -> &cache::ListingCache {
+        &self.listings
+    }
+
     /// True when some module wants to inspect tool results (so the proxy must buffer them).
     pub fn inspects_results(&self) -> bool {
         self.modules.iter().any(|m| m.phases.result)
@@ -194,12 +206,29 @@ impl PolicyChain {
     /// Decides a listing (`arguments: None`) or a call. A listing runs the listing-phase modules
     /// in order: the first deny or fault wins; otherwise allow if any module allowed; all
     /// abstaining denies. A call is first its listing (a tool the caller may not see cannot be
-    /// called), then [`Self::veto`] over the call-phase modules.
+    /// called), then [`Self::veto`] over the call-phase modules. The listing verdict comes from
+    /// the chain's [`cache`] when this question (request id aside) was answered before.
     pub fn decide(&self, q: &Question<'_>) -> Verdict {
         let listing = Question {
             arguments: None,
             ..*q
         };
+        let verdict = match self.listings.get(&listing) {
+            Some(verdict) => verdict,
+            None => {
+                let verdict = self.evaluate_listing(&listing);
+                self.listings.put(&listing, &verdict);
+                verdict
+            }
+        };
+        match (verdict, q.arguments) {
+            (Verdict::Allow, Some(_)) => self.veto(q),
+            (verdict, _) => verdict,
+        }
+    }
+
+    /// Runs the listing-phase modules on a listing question.
+    fn evaluate_listing(&self, listing: &Question<'_>) -> Verdict {
         let call = listing.to_wit();
         let mut allowed = false;
         for m in self.modules.iter().filter(|m| m.phases.list) {
@@ -209,19 +238,19 @@ impl PolicyChain {
             }
             allowed |= matches!(answer, Ok(wit::Decision::Allow));
         }
-        if !allowed {
-            return Verdict::Deny(Denial {
-                module: "chain".into(),
-                digest: String::new(),
-                code: "no-module-allowed".into(),
-                reason: format!("no policy module allows {}:{}", q.server, q.tool),
-                fault: false,
-            });
+        if allowed {
+            return Verdict::Allow;
         }
-        match q.arguments {
-            Some(_) => self.veto(q),
-            None => Verdict::Allow,
-        }
+        Verdict::Deny(Denial {
+            module: "chain".into(),
+            digest: String::new(),
+            code: "no-module-allowed".into(),
+            reason: format!(
+                "no policy module allows {}:{}",
+                listing.server, listing.tool
+            ),
+            fault: false,
+        })
     }
 
     /// The call phase of a `tools/call` whose listing the chain has already allowed:
