@@ -40,7 +40,7 @@ pub struct WorkspaceView {
     /// Enforcement switch: off turns denials into would-deny.
     pub enforce: bool,
     /// Upstream servers by name.
-    pub servers: HashMap<String, ServerView>,
+    pub servers: HashMap<String, Arc<ServerView>>,
 }
 
 /// An upstream server as requests see it.
@@ -52,6 +52,9 @@ pub struct ServerView {
     pub url: String,
     /// Headers to inject (values from environment variables are resolved when forwarding).
     pub headers: Vec<HeaderSpec>,
+    /// `url`, parsed once when the snapshot is built; `None` when it does not parse (forwarding
+    /// then says why).
+    pub uri: Option<http::Uri>,
 }
 
 /// An authenticated caller.
@@ -76,16 +79,21 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn build(rows: store::Rows) -> Snapshot {
-        let mut servers: HashMap<i64, HashMap<String, ServerView>> = HashMap::new();
+        let mut servers: HashMap<i64, HashMap<String, Arc<ServerView>>> = HashMap::new();
         for (ws, name, url, headers) in rows.servers {
             let headers = serde_json::from_str(&headers).unwrap_or_else(|e| {
                 tracing::error!(server = %name, error = %e, "stored headers unreadable; sending none");
                 Vec::new()
             });
-            servers
-                .entry(ws)
-                .or_default()
-                .insert(name.clone(), ServerView { name, url, headers });
+            servers.entry(ws).or_default().insert(
+                name.clone(),
+                Arc::new(ServerView {
+                    uri: url.parse().ok(),
+                    name,
+                    url,
+                    headers,
+                }),
+            );
         }
         let workspaces: HashMap<i64, Arc<WorkspaceView>> = rows
             .workspaces

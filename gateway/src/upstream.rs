@@ -128,10 +128,13 @@ impl Upstream {
             server: server.name.clone(),
             reason,
         };
-        let uri: http::Uri = server
-            .url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| url_error(e.to_string()))?;
+        let uri: http::Uri = match &server.uri {
+            Some(uri) => uri.clone(),
+            None => server
+                .url
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| url_error(e.to_string()))?,
+        };
         if uri.scheme_str() != Some("http") {
             return Err(url_error(
                 "only http:// upstreams are supported by this build".into(),

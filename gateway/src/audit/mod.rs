@@ -710,8 +710,12 @@ where
     }
 }
 
-/// Longest a record waits for others to share its write transaction.
-const LINGER: Duration = Duration::from_millis(5);
+/// Longest a record waits for others to share its write transaction. Each transaction costs the
+/// writer several round trips to the database (with SQLite, each one a wake-up of its worker
+/// thread), so fuller batches cost less per record: at ~14k calls/s on two cores, 20 ms instead
+/// of 5 ms took the trail's cost from ~8 % of throughput to ~5 %. A record is in the store within
+/// about 20 ms of its call's end.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// The writer: drains the queue in batches until stopped and drained; a failed batch is retried
 /// (with backoff) until it is written, holding up the queue rather than losing records.

@@ -447,7 +447,12 @@ impl Proxy {
     /// Lists `kind` on every server of the workspace concurrently, in server-name order. A server
     /// that fails is left out (and logged): one broken upstream must not hide the others.
     async fn list_every(&self, identity: &Identity, kind: &str) -> Vec<(String, Vec<Value>)> {
-        let servers: BTreeMap<&String, &ServerView> = identity.workspace.servers.iter().collect();
+        let servers: BTreeMap<&String, &ServerView> = identity
+            .workspace
+            .servers
+            .iter()
+            .map(|(name, server)| (name, &**server))
+            .collect();
         let lists = futures_util::future::join_all(
             servers.values().map(|s| self.list_one(identity, s, kind)),
         )

@@ -175,6 +175,13 @@ fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Result<String, 
     }))
 }
 
+/// The length of `uri` as written (scheme, authority, path and query), without writing it.
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+}
+
 fn base64_decode(s: &str) -> Result<Vec<u8>, ()> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
@@ -499,7 +506,7 @@ impl Proxy {
         if path.starts_with("/.well-known/oauth-protected-resource") {
             return self.resource_metadata(&req, &path);
         }
-        if req.uri().to_string().len() > self.limits.max_uri_bytes {
+        if uri_len(req.uri()) > self.limits.max_uri_bytes {
             return http_error(
                 StatusCode::URI_TOO_LONG,
                 code::INVALID_REQUEST,
@@ -790,7 +797,7 @@ impl Proxy {
     async fn post(
         &self,
         req: Request<Incoming>,
-        server: ServerView,
+        server: Arc<ServerView>,
         identity: Arc<Identity>,
         request_id: String,
         received: Instant,
@@ -835,7 +842,7 @@ impl Proxy {
         &self,
         parts: http::request::Parts,
         msg: Message,
-        server: ServerView,
+        server: Arc<ServerView>,
         identity: Arc<Identity>,
         request_id: String,
         call: Option<Arc<Call>>,

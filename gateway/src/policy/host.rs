@@ -2,7 +2,7 @@
 //! a typed pre-instance per module, and evaluates each question in a store bounded by an epoch
 //! deadline and a memory cap. Modules get the `mcpgw:policy/host` import and nothing else.
 
-use super::{Denial, Error, Phases};
+use super::{Denial, Error, Phases, Question};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::component::{
+    Component, ComponentType, Func, Linker, Lower, TypedFunc, types::ComponentItem,
+};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 #[allow(missing_docs)]
@@ -566,6 +568,46 @@ pub struct ModuleStats {
 struct Instance {
     store: Store<HostState>,
     bindings: PolicyBindings,
+    /// The `decide` export, type-checked against [`QuestionRef`] when the instance was made.
+    decide: Func,
+}
+
+/// `principal`, lowered straight from the gateway's own values.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct PrincipalRef<'a> {
+    workspace: &'a str,
+    member: Option<&'a str>,
+    grants: &'a [String],
+}
+
+/// `tool-call`, lowered from borrowed strings: a question goes into guest memory without first
+/// being copied into owned host strings.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct QuestionRef<'a> {
+    #[component(name = "request-id")]
+    request_id: &'a str,
+    principal: PrincipalRef<'a>,
+    server: &'a str,
+    tool: &'a str,
+    arguments: Option<&'a str>,
+}
+
+impl<'a> From<&Question<'a>> for QuestionRef<'a> {
+    fn from(q: &Question<'a>) -> Self {
+        QuestionRef {
+            request_id: q.request_id,
+            principal: PrincipalRef {
+                workspace: &q.principal.workspace,
+                member: q.principal.member.as_deref(),
+                grants: &q.principal.grants,
+            },
+            server: q.server,
+            tool: q.tool,
+            arguments: q.arguments,
+        }
+    }
 }
 
 /// Idle-instance lists per module (see [`Module::idle`]).
@@ -650,9 +692,22 @@ impl Module {
                 .set_fuel(u64::MAX / 2)
                 .map_err(|e| Fault::Trap(e.to_string()))?;
         }
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&e))?;
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| classify(&e))?;
+        let bindings = PolicyBindings::new(&mut store, &instance).map_err(|e| classify(&e))?;
+        let decide = *instance
+            .get_typed_func::<(QuestionRef<'static>,), (wit::Decision,)>(&mut store, "decide")
+            .map_err(|e| classify(&e))?
+            .func();
         match bindings.call_configure(&mut store, &self.settings) {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                bindings,
+                decide,
+            }),
             Ok(Err(mut why)) => {
                 truncate(&mut why, 300);
                 Err(Fault::SettingsRefused(why))
@@ -665,7 +720,7 @@ impl Module {
     /// goes back to the idle list.
     fn evaluate(
         &self,
-        f: impl FnOnce(&mut Store<HostState>, &PolicyBindings) -> wasmtime::Result<wit::Decision>,
+        f: impl FnOnce(&mut Store<HostState>, &PolicyBindings, Func) -> wasmtime::Result<wit::Decision>,
     ) -> Answer {
         let warm = self.limits.strategy == InstanceStrategy::Warm;
         let slot = slot();
@@ -689,7 +744,8 @@ impl Module {
         } else {
             None
         };
-        let result = f(&mut instance.store, &instance.bindings).map_err(|e| classify(&e));
+        let result =
+            f(&mut instance.store, &instance.bindings, instance.decide).map_err(|e| classify(&e));
         let fuel = before.and_then(|b| Some(b - instance.store.get_fuel().ok()?));
         let result =
             result.and_then(|d| check_output(&d).map(|()| d).map_err(Fault::InvalidOutput));
@@ -739,12 +795,23 @@ impl Module {
 
     /// `decide` for a listing (`arguments: None`) or a call.
     pub fn decide(&self, call: &wit::ToolCall) -> Answer {
-        self.evaluate(|store, b| b.call_decide(store, call))
+        self.evaluate(|store, b, _| b.call_decide(store, call))
+    }
+
+    /// `decide` on the chain's question, lowered from the borrowed values.
+    pub(crate) fn ask(&self, q: &Question<'_>) -> Answer {
+        self.evaluate(|store, _, decide| {
+            // SAFETY: `decide` was type-checked against `(QuestionRef,) -> (Decision,)` by
+            // `get_typed_func` when the instance was made; only the lifetime differs.
+            let typed =
+                unsafe { TypedFunc::<(QuestionRef<'_>,), (wit::Decision,)>::new_unchecked(decide) };
+            typed.call(store, (QuestionRef::from(q),)).map(|(d,)| d)
+        })
     }
 
     /// `inspect-result` on a tool result's JSON text.
     pub fn inspect_result(&self, call: &wit::ToolCall, result: &str) -> Answer {
-        self.evaluate(|store, b| b.call_inspect_result(store, call, result))
+        self.evaluate(|store, b, _| b.call_inspect_result(store, call, result))
     }
 
     /// Turns an answer into a denial attributed to this module, if it is one.

@@ -229,10 +229,9 @@ impl PolicyChain {
 
     /// Runs the listing-phase modules on a listing question.
     fn evaluate_listing(&self, listing: &Question<'_>) -> Verdict {
-        let call = listing.to_wit();
         let mut allowed = false;
         for m in self.modules.iter().filter(|m| m.phases.list) {
-            let answer = m.decide(&call).result;
+            let answer = m.ask(listing).result;
             if let Some(denial) = m.denial(&answer) {
                 return Verdict::Deny(denial);
             }
@@ -259,9 +258,8 @@ impl PolicyChain {
     /// module whose call answer is its listing answer, like the allowlist, takes part in the
     /// listing phase only and costs one evaluation per call, not two).
     pub fn veto(&self, q: &Question<'_>) -> Verdict {
-        let call = q.to_wit();
         for m in self.modules.iter().filter(|m| m.phases.call) {
-            let answer = m.decide(&call).result;
+            let answer = m.ask(q).result;
             if let Some(denial) = m.denial(&answer) {
                 return Verdict::Deny(denial);
             }

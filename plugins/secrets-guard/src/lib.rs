@@ -42,7 +42,7 @@ impl Policy for SecretsGuard {
         let raw = call.arguments.as_deref().unwrap_or_default();
         // Fast path: without escapes, the JSON text holds every key and string byte for byte, so
         // one pass over it proves it clean. Only a hit (or escapes) pays for parsing, to find where.
-        if !raw.contains('\\') && find_secret(raw).is_none() {
+        if scan(raw.as_bytes(), true).is_none() {
             return Decision::abstain();
         }
         let args: Value = match call.arguments_as() {
@@ -171,11 +171,48 @@ fn may_start(b: u8, next: u8) -> bool {
     }
 }
 
-/// The kind of the first credential found in `text`: one pass, testing each byte pair for a
-/// possible start ([`may_start`]) and only then dispatching on the shapes that byte can start.
+/// Per byte value: 1 when it can begin a credential (the first bytes [`may_start`] accepts), 2 for
+/// `\` (a JSON escape), 0 for every other byte, which the scan passes over with one table load.
+const INTEREST: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let starts = b"Aagxhs-e";
+    let mut i = 0;
+    while i < starts.len() {
+        table[starts[i] as usize] = 1;
+        i += 1;
+    }
+    table[b'\\' as usize] = 2;
+    table
+};
+
+/// What [`scan`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Hit {
+    /// A credential of this kind.
+    Secret(&'static str),
+    /// A backslash, when escapes were asked for.
+    Escape,
+}
+
+/// The kind of the first credential found in `text` (see [`scan`]).
 pub fn find_secret(text: &str) -> Option<&'static str> {
-    let bytes = text.as_bytes();
+    match scan(text.as_bytes(), false) {
+        Some(Hit::Secret(kind)) => Some(kind),
+        _ => None,
+    }
+}
+
+/// One pass over `bytes`: each byte is looked up in [`INTEREST`]; only a possible start has its
+/// pair tested ([`may_start`]) and then the shapes that byte can start. With `escapes`, the first
+/// backslash ends the scan too (the caller then parses the JSON to read the strings unescaped).
+fn scan(bytes: &[u8], escapes: bool) -> Option<Hit> {
     for (at, &b) in bytes.iter().enumerate() {
+        match INTEREST[b as usize] {
+            0 => continue,
+            2 if escapes => return Some(Hit::Escape),
+            2 => continue,
+            _ => {}
+        }
         if !may_start(b, bytes.get(at + 1).copied().unwrap_or(0)) {
             continue;
         }
@@ -192,14 +229,14 @@ pub fn find_secret(text: &str) -> Option<&'static str> {
                         .filter(|&hit| hit)
                         .map(|_| "an AWS secret access key")
                 }),
-            b'-' if text[at..].starts_with("-----BEGIN ") && private_key_at(&text[at..]) => {
+            b'-' if bytes[at..].starts_with(b"-----BEGIN ") && private_key_at(&bytes[at..]) => {
                 Some("a private key block")
             }
             b'e' if jwt_at(bytes, at) => Some("a JSON Web Token"),
             _ => None,
         };
-        if found.is_some() {
-            return found;
+        if let Some(kind) = found {
+            return Some(Hit::Secret(kind));
         }
     }
     None
@@ -219,10 +256,15 @@ fn shape_at(bytes: &[u8], at: usize, prefix: &str, shape: &Shape) -> bool {
 }
 
 /// `-----BEGIN <up to 40 chars> PRIVATE KEY[ BLOCK]-----` starting at `text`.
-fn private_key_at(text: &str) -> bool {
+fn private_key_at(text: &[u8]) -> bool {
     let header = &text[11..];
-    let line = &header[..header.find("-----").unwrap_or(header.len()).min(64)];
-    line.ends_with("PRIVATE KEY") || line.ends_with("PRIVATE KEY BLOCK")
+    let end = header
+        .windows(5)
+        .position(|w| w == b"-----")
+        .unwrap_or(header.len())
+        .min(64);
+    let line = &header[..end];
+    line.ends_with(b"PRIVATE KEY") || line.ends_with(b"PRIVATE KEY BLOCK")
 }
 
 /// `aws_secret_access_key` (any case; `_`, `-` or nothing between words) at `at`, then `=` or `:`
@@ -376,6 +418,13 @@ mod tests {
         for start in starts {
             let b = start.as_bytes();
             assert!(may_start(b[0], b[1]), "{start}");
+            assert_eq!(INTEREST[b[0] as usize], 1, "{start}");
+        }
+        // A byte the table passes over can start nothing.
+        for b in 0..=255u8 {
+            if INTEREST[b as usize] == 0 {
+                assert!((0..=255u8).all(|n| !may_start(b, n)), "{}", b as char);
+            }
         }
         assert!(!may_start(b's', b'e') && !may_start(b'a', b'm'));
     }
