@@ -798,8 +798,9 @@ impl Module {
         self.evaluate(|store, b, _| b.call_decide(store, call))
     }
 
-    /// `decide` on the chain's question, lowered from the borrowed values.
-    pub(crate) fn ask(&self, q: &Question<'_>) -> Answer {
+    /// `decide` on the chain's question, lowered from the borrowed values (no listing memory:
+    /// the module is called).
+    pub fn ask(&self, q: &Question<'_>) -> Answer {
         self.evaluate(|store, _, decide| {
             // SAFETY: `decide` was type-checked against `(QuestionRef,) -> (Decision,)` by
             // `get_typed_func` when the instance was made; only the lifetime differs.
