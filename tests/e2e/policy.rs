@@ -1,8 +1,8 @@
 //! The policy engine with real Wasm: the built plugins and hostile fixtures.
 
 use mcpgw::policy::{
-    Error, InstanceStrategy, Limits, Outcome, PolicyChain, PolicyConfig, PolicyEngine, PolicySet,
-    Verdict,
+    BUILTIN_ALLOWLIST, BUILTIN_SOURCE, Error, InstanceStrategy, Limits, Outcome, PolicyChain,
+    PolicyConfig, PolicyEngine, PolicySet, Verdict,
 };
 use mcpgw_tests::{ask, guests, install, member, wait_until_async, workspace_token};
 use serde_json::json;
@@ -474,34 +474,47 @@ fn warm_instances_keep_state_fresh_ones_do_not() {
 }
 
 #[test]
-fn a_chain_remembers_listing_answers_and_a_reloaded_chain_asks_again() {
-    // "count" answers with how many times its instance was asked, so a remembered answer shows.
+fn only_the_builtin_allowlist_has_its_listing_answers_remembered() {
     let engine = engine();
-    let module = hostile(&engine, "count");
     let p = member("dave", &["db:*"]);
-    let listing = |chain: &PolicyChain, tool: &str| match chain.decide(&ask(&p, "db", tool, None)) {
+    // The built-in allowlist alone: a listing is evaluated once, then answered from memory, for
+    // a listing and for a call of the same tool alike.
+    let builtin = Arc::new(
+        engine
+            .load(BUILTIN_SOURCE, BUILTIN_ALLOWLIST, "{}")
+            .expect("built-in"),
+    );
+    let chain = PolicyChain::new(vec![builtin.clone()], vec![]);
+    assert_eq!(chain.decide(&ask(&p, "db", "query", None)), Verdict::Allow);
+    assert_eq!(chain.decide(&ask(&p, "db", "query", None)), Verdict::Allow);
+    assert_eq!(
+        chain.decide(&ask(&p, "db", "query", Some("{}"))),
+        Verdict::Allow
+    );
+    assert_eq!(chain.listing_cache().hits(), 2);
+    // Other grants are another question: evaluated, and here denied.
+    let regranted = member("dave", &["ci:*"]);
+    assert!(matches!(
+        chain.decide(&ask(&regranted, "db", "query", None)),
+        Verdict::Deny(d) if d.code == "not-granted"
+    ));
+    assert_eq!(chain.listing_cache().hits(), 2);
+    // A reload builds a new chain, with nothing remembered.
+    let reloaded = PolicyChain::new(vec![builtin.clone()], vec![]);
+    assert_eq!(
+        reloaded.decide(&ask(&p, "db", "query", None)),
+        Verdict::Allow
+    );
+    assert_eq!(reloaded.listing_cache().hits(), 0);
+    // A listing-phase module from the policy directory may keep state ("count" answers with how
+    // many times its instance was asked): a chain with one asks it every time.
+    let counting = PolicyChain::new(vec![builtin, hostile(&engine, "count")], vec![]);
+    let listing = || match counting.decide(&ask(&p, "db", "query", None)) {
         Verdict::Deny(d) => d.reason,
         v => panic!("{v:?}"),
     };
-    let chain = PolicyChain::new(vec![module.clone()], vec![]);
-    assert_eq!(listing(&chain, "query"), "1");
-    assert_eq!(listing(&chain, "query"), "1");
-    // A call of the same tool lists it from memory too, then asks the call phase.
-    match chain.decide(&ask(&p, "db", "query", Some("{}"))) {
-        Verdict::Deny(d) => assert_eq!(d.reason, "1"),
-        v => panic!("{v:?}"),
-    }
-    assert_eq!(chain.listing_cache().hits(), 2);
-    // Another tool, or the same member with other grants, is another question.
-    assert_eq!(listing(&chain, "schema"), "2");
-    let regranted = member("dave", &["db:query"]);
-    match chain.decide(&ask(&regranted, "db", "query", None)) {
-        Verdict::Deny(d) => assert_eq!(d.reason, "3"),
-        v => panic!("{v:?}"),
-    }
-    // A reload builds a new chain, which asks the module again.
-    let reloaded = PolicyChain::new(vec![module], vec![]);
-    assert_eq!(listing(&reloaded, "query"), "4");
+    assert_eq!([listing(), listing(), listing()], ["1", "2", "3"]);
+    assert_eq!(counting.listing_cache().hits(), 0);
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! Listing verdicts, remembered per chain.
 //!
-//! The listing phase is a function of the question without its request id: who asks (workspace,
-//! member, grants), the server and the tool (`wit/policy.wit` says so to module authors, and
-//! modules get no clock, randomness or I/O to make it otherwise). So a chain answers the same
-//! listing question the same way until it is replaced, and the answer is kept here: a
-//! `tools/call` costs its listing one hash lookup instead of a Wasm evaluation per module after
-//! the first call, and a `tools/list` response one per tool.
+//! The built-in allowlist's listing answer is a function of the question without its request id:
+//! who asks (workspace, member, grants), the server and the tool. So a chain whose listing phase
+//! is the allowlist alone answers the same listing question the same way until it is replaced, and
+//! the answer is kept here: a `tools/call` costs its listing one hash lookup instead of a Wasm
+//! evaluation after the first call, and a `tools/list` response one per tool. A chain with another
+//! listing-phase module (which may keep state, or read the request id) does not use it.
 //!
 //! - The cache belongs to one [`super::PolicyChain`]; a reload builds a new chain, so a new or
 //!   changed module never sees an answer an old one gave.
@@ -42,13 +42,18 @@ impl Key {
             && self.principal.grants == q.principal.grants
     }
 
-    fn bytes(&self) -> usize {
+    fn bytes(&self, verdict: &Verdict) -> usize {
         let p = &self.principal;
+        let verdict = match verdict {
+            Verdict::Allow => 0,
+            Verdict::Deny(d) => d.module.len() + d.digest.len() + d.code.len() + d.reason.len(),
+        };
         p.workspace.len()
             + p.member.as_ref().map_or(0, String::len)
             + p.grants.iter().map(|g| g.len() + 24).sum::<usize>()
             + self.server.len()
             + self.tool.len()
+            + verdict
             + 128
     }
 }
@@ -102,10 +107,16 @@ impl ListingCache {
             tool: q.tool.to_owned(),
         };
         let hash = self.hash(q);
-        let size = key.bytes();
+        let size = key.bytes(verdict);
+        if size > MAX_BYTES / 16 {
+            return;
+        }
+        // Declared before the guard, so that starting over frees the old entries after the lock
+        // is released, not under it.
+        let mut _old = None;
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len >= MAX_ENTRIES || entries.bytes + size > MAX_BYTES {
-            *entries = Entries::default();
+            _old = Some(std::mem::take(&mut *entries));
         }
         let bucket = entries.buckets.entry(hash).or_default();
         if bucket.iter().any(|(k, _)| k.matches(q)) {
@@ -232,11 +243,17 @@ mod tests {
         }
         assert!(cache.len() <= MAX_ENTRIES, "{}", cache.len());
         assert!(!cache.is_empty());
-        // A large principal counts against the byte bound too.
-        let big = principal(&[&"x".repeat(1024 * 1024)]);
-        for t in &tools[..16] {
+        // A question too large to be worth remembering is not.
+        let huge = principal(&[&"x".repeat(MAX_BYTES)]);
+        cache.put(&question(&huge, "query", "r"), &Verdict::Allow);
+        assert_eq!(cache.get(&question(&huge, "query", "r")), None);
+        // Large principals count against the byte bound.
+        let cache = ListingCache::default();
+        let big = principal(&[&"x".repeat(256 * 1024)]);
+        for t in &tools[..64] {
             cache.put(&question(&big, t, "r"), &Verdict::Allow);
         }
-        assert!(cache.len() <= MAX_BYTES / (1024 * 1024), "{}", cache.len());
+        assert!(cache.len() <= MAX_BYTES / (256 * 1024), "{}", cache.len());
+        assert!(!cache.is_empty());
     }
 }

@@ -21,6 +21,9 @@ use host::wit;
 use serde::Serialize;
 use std::sync::Arc;
 
+/// The source name of the built-in allowlist in a chain.
+pub const BUILTIN_SOURCE: &str = "built-in";
+
 /// The built-in allowlist component, built from `plugins/allowlist` by `build.rs`.
 pub static BUILTIN_ALLOWLIST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/allowlist.wasm"));
 /// The secrets-guard component, built from `plugins/secrets-guard` by `build.rs`; shipped for `mcpgw dev`.
@@ -171,15 +174,25 @@ pub struct PolicyChain {
     rejected: Vec<Rejected>,
     /// Listing verdicts this chain has given (see [`cache`]).
     listings: cache::ListingCache,
+    /// Whether listing verdicts are remembered: only when every listing-phase module is the
+    /// built-in allowlist, whose listing answer is a function of the question by construction.
+    /// A module from the policy directory may keep state or read the request id, so a chain with
+    /// one asks it every time.
+    remember_listings: bool,
 }
 
 impl PolicyChain {
     /// A chain of these modules, in order.
     pub fn new(modules: Vec<Arc<Module>>, rejected: Vec<Rejected>) -> Self {
+        let remember_listings = modules
+            .iter()
+            .filter(|m| m.phases.list)
+            .all(|m| m.source == BUILTIN_SOURCE);
         PolicyChain {
             modules,
             rejected,
             listings: cache::ListingCache::default(),
+            remember_listings,
         }
     }
 
@@ -206,15 +219,22 @@ impl PolicyChain {
     /// Decides a listing (`arguments: None`) or a call. A listing runs the listing-phase modules
     /// in order: the first deny or fault wins; otherwise allow if any module allowed; all
     /// abstaining denies. A call is first its listing (a tool the caller may not see cannot be
-    /// called), then [`Self::veto`] over the call-phase modules. The listing verdict comes from
-    /// the chain's [`cache`] when this question (request id aside) was answered before.
+    /// called), then [`Self::veto`] over the call-phase modules. When the listing phase is the
+    /// built-in allowlist alone, the listing verdict comes from the chain's [`cache`] when this
+    /// question (request id aside) was answered before.
     pub fn decide(&self, q: &Question<'_>) -> Verdict {
         let listing = Question {
             arguments: None,
             ..*q
         };
-        let verdict = match self.listings.get(&listing) {
+        let remembered = if self.remember_listings {
+            self.listings.get(&listing)
+        } else {
+            None
+        };
+        let verdict = match remembered {
             Some(verdict) => verdict,
+            None if !self.remember_listings => self.evaluate_listing(&listing),
             None => {
                 let verdict = self.evaluate_listing(&listing);
                 self.listings.put(&listing, &verdict);

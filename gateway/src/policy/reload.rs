@@ -81,7 +81,8 @@ impl PolicySet {
         config: PolicyConfig,
     ) -> Result<Arc<Self>, Error> {
         let settings = config.allowlist_settings.to_string();
-        let builtin = Arc::new(engine.load("built-in", super::BUILTIN_ALLOWLIST, &settings)?);
+        let builtin =
+            Arc::new(engine.load(super::BUILTIN_SOURCE, super::BUILTIN_ALLOWLIST, &settings)?);
         let set = Arc::new(PolicySet {
             chain: ArcSwap::from_pointee(PolicyChain::new(vec![builtin.clone()], Vec::new())),
             engine,
