@@ -90,7 +90,7 @@ fn benches(c: &mut Criterion) {
     };
     // The module itself, called: what a listing costs the first time the chain is asked it.
     g.bench_function("wasm allowlist listing (warm)", |b| {
-        b.iter(|| allow.modules()[0].ask(black_box(&listing)))
+        b.iter(|| allow.modules()[0].decide(black_box(&listing)))
     });
     // Through the chain, which remembers listing answers: every later call of the tool.
     g.bench_function("allowlist listing, remembered", |b| {
@@ -113,7 +113,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("wasm chain of three (warm)", |b| {
         b.iter(|| {
             (
-                three.modules()[0].ask(black_box(&listing)),
+                three.modules()[0].decide(black_box(&listing)),
                 three.veto(black_box(&q)),
             )
         })
@@ -124,7 +124,7 @@ fn benches(c: &mut Criterion) {
     });
     let fresh = chain(InstanceStrategy::Fresh, &[(BUILTIN_ALLOWLIST, "{}")]);
     g.bench_function("wasm allowlist (fresh instance)", |b| {
-        b.iter(|| fresh.modules()[0].ask(black_box(&listing)))
+        b.iter(|| fresh.modules()[0].decide(black_box(&listing)))
     });
     g.finish();
 }

@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mcpgw::config::Config;
-use mcpgw::policy::{self, Limits, PolicyEngine, host::wit_types};
+use mcpgw::policy::{self, Limits, PolicyEngine, Principal, Question, host::wit_types};
 use mcpgw::store::{self, Store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -599,16 +599,18 @@ fn policy_run(
     let module = engine
         .load(&file.display().to_string(), &bytes, &settings)
         .with_context(|| format!("{} rejected", file.display()))?;
-    let call = wit_types::ToolCall {
-        request_id: input.request_id.unwrap_or_else(|| "cli".into()),
-        principal: wit_types::Principal {
-            workspace: input.workspace,
-            member: input.member,
-            grants: input.grants,
-        },
-        server: input.server,
-        tool: input.tool,
-        arguments: input.arguments.map(|a| a.to_string()),
+    let principal = Principal {
+        workspace: input.workspace,
+        member: input.member,
+        grants: input.grants,
+    };
+    let arguments = input.arguments.map(|a| a.to_string());
+    let call = Question {
+        request_id: input.request_id.as_deref().unwrap_or("cli"),
+        principal: &principal,
+        server: &input.server,
+        tool: &input.tool,
+        arguments: arguments.as_deref(),
     };
     let answer = match result {
         Some(r) => {

@@ -38,6 +38,15 @@ fn load_dir(dir: &std::path::Path) -> Arc<PolicySet> {
     .unwrap()
 }
 
+/// The built-in allowlist and secrets-guard, installed as `file` in a new directory (returned, so
+/// it lives as long as the test).
+fn with_guard(file: &str) -> (tempfile::TempDir, Arc<PolicySet>) {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), file, &guests::bytes(guests::SECRETS_GUARD));
+    let set = load_dir(dir.path());
+    (dir, set)
+}
+
 fn builtin_only() -> Arc<PolicySet> {
     PolicySet::load(PolicyConfig::default()).expect("policy set")
 }
@@ -168,13 +177,7 @@ fn chain_runs_in_file_name_order_and_first_deny_wins() {
 
 #[test]
 fn a_call_needs_a_listing_allow_and_no_call_phase_deny() {
-    let dir = tempfile::tempdir().unwrap();
-    install(
-        dir.path(),
-        "10-guard.wasm",
-        &guests::bytes(guests::SECRETS_GUARD),
-    );
-    let set = load_dir(dir.path());
+    let (_dir, set) = with_guard("10-guard.wasm");
     let p = member("alice", &["db:*"]);
     // The guard abstains on clean arguments: the allowlist's listing allow carries the call.
     let clean = ask(&p, "db", "query", Some(r#"{"sql":"select 1"}"#));
@@ -186,8 +189,8 @@ fn a_call_needs_a_listing_allow_and_no_call_phase_deny() {
         denial_code(&set.chain().decide(&hidden)),
         Some("not-granted")
     );
-    // The allowlist takes part in the listing only: asked once per decide; the guard once per
-    // call phase (the veto, and the decide that got past the listing).
+    // The allowlist takes part in the listing only: asked once for each of the two tools; the
+    // guard once per call phase (the veto, and the decide that got past the listing).
     let counts: Vec<(String, u64)> = set
         .status()
         .modules
@@ -232,13 +235,7 @@ fn all_abstain_denies_and_one_allow_allows() {
 
 #[test]
 fn secrets_guard_blocks_each_kind_and_passes_clean_arguments() {
-    let dir = tempfile::tempdir().unwrap();
-    install(
-        dir.path(),
-        "guard.wasm",
-        &guests::bytes(guests::SECRETS_GUARD),
-    );
-    let set = load_dir(dir.path());
+    let (_dir, set) = with_guard("guard.wasm");
     let p = member("alice", &["*:*"]);
     let cases = [
         (

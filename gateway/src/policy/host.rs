@@ -567,9 +567,19 @@ pub struct ModuleStats {
 
 struct Instance {
     store: Store<HostState>,
+    /// The generated bindings: metadata and the trial evaluation at load.
     bindings: PolicyBindings,
-    /// The `decide` export, type-checked against [`QuestionRef`] when the instance was made.
+    exports: Exports,
+}
+
+/// The evaluation exports of an instance, type-checked against [`QuestionRef`] when the
+/// instance was made, so that each call lowers its question from borrowed values.
+#[derive(Clone, Copy)]
+struct Exports {
+    /// `decide: func(call: tool-call) -> decision`.
     decide: Func,
+    /// `inspect-result: func(call: tool-call, tool-result: string) -> decision`.
+    inspect_result: Func,
 }
 
 /// `principal`, lowered straight from the gateway's own values.
@@ -698,15 +708,24 @@ impl Module {
             .instantiate(&mut store)
             .map_err(|e| classify(&e))?;
         let bindings = PolicyBindings::new(&mut store, &instance).map_err(|e| classify(&e))?;
-        let decide = *instance
-            .get_typed_func::<(QuestionRef<'static>,), (wit::Decision,)>(&mut store, "decide")
-            .map_err(|e| classify(&e))?
-            .func();
+        let exports = Exports {
+            decide: *instance
+                .get_typed_func::<(QuestionRef<'static>,), (wit::Decision,)>(&mut store, "decide")
+                .map_err(|e| classify(&e))?
+                .func(),
+            inspect_result: *instance
+                .get_typed_func::<(QuestionRef<'static>, &'static str), (wit::Decision,)>(
+                    &mut store,
+                    "inspect-result",
+                )
+                .map_err(|e| classify(&e))?
+                .func(),
+        };
         match bindings.call_configure(&mut store, &self.settings) {
             Ok(Ok(())) => Ok(Instance {
                 store,
                 bindings,
-                decide,
+                exports,
             }),
             Ok(Err(mut why)) => {
                 truncate(&mut why, 300);
@@ -720,7 +739,7 @@ impl Module {
     /// goes back to the idle list.
     fn evaluate(
         &self,
-        f: impl FnOnce(&mut Store<HostState>, &PolicyBindings, Func) -> wasmtime::Result<wit::Decision>,
+        f: impl FnOnce(&mut Store<HostState>, Exports) -> wasmtime::Result<wit::Decision>,
     ) -> Answer {
         let warm = self.limits.strategy == InstanceStrategy::Warm;
         let slot = slot();
@@ -744,8 +763,7 @@ impl Module {
         } else {
             None
         };
-        let result =
-            f(&mut instance.store, &instance.bindings, instance.decide).map_err(|e| classify(&e));
+        let result = f(&mut instance.store, instance.exports).map_err(|e| classify(&e));
         let fuel = before.and_then(|b| Some(b - instance.store.get_fuel().ok()?));
         let result =
             result.and_then(|d| check_output(&d).map(|()| d).map_err(Fault::InvalidOutput));
@@ -793,26 +811,32 @@ impl Module {
         answer
     }
 
-    /// `decide` for a listing (`arguments: None`) or a call.
-    pub fn decide(&self, call: &wit::ToolCall) -> Answer {
-        self.evaluate(|store, b, _| b.call_decide(store, call))
-    }
-
-    /// `decide` on the chain's question, lowered from the borrowed values (no listing memory:
-    /// the module is called).
-    pub fn ask(&self, q: &Question<'_>) -> Answer {
-        self.evaluate(|store, _, decide| {
+    /// `decide` for a listing (`arguments: None`) or a call. The module is called (a chain's
+    /// listing memory is the chain's).
+    pub fn decide(&self, q: &Question<'_>) -> Answer {
+        self.evaluate(|store, exports| {
             // SAFETY: `decide` was type-checked against `(QuestionRef,) -> (Decision,)` by
             // `get_typed_func` when the instance was made; only the lifetime differs.
-            let typed =
-                unsafe { TypedFunc::<(QuestionRef<'_>,), (wit::Decision,)>::new_unchecked(decide) };
+            let typed = unsafe {
+                TypedFunc::<(QuestionRef<'_>,), (wit::Decision,)>::new_unchecked(exports.decide)
+            };
             typed.call(store, (QuestionRef::from(q),)).map(|(d,)| d)
         })
     }
 
     /// `inspect-result` on a tool result's JSON text.
-    pub fn inspect_result(&self, call: &wit::ToolCall, result: &str) -> Answer {
-        self.evaluate(|store, b, _| b.call_inspect_result(store, call, result))
+    pub fn inspect_result(&self, q: &Question<'_>, result: &str) -> Answer {
+        self.evaluate(|store, exports| {
+            // SAFETY: as in `decide`, checked against `(QuestionRef, &str) -> (Decision,)`.
+            let typed = unsafe {
+                TypedFunc::<(QuestionRef<'_>, &str), (wit::Decision,)>::new_unchecked(
+                    exports.inspect_result,
+                )
+            };
+            typed
+                .call(store, (QuestionRef::from(q), result))
+                .map(|(d,)| d)
+        })
     }
 
     /// Turns an answer into a denial attributed to this module, if it is one.

@@ -100,22 +100,6 @@ pub struct Question<'a> {
     pub arguments: Option<&'a str>,
 }
 
-impl Question<'_> {
-    fn to_wit(self) -> wit::ToolCall {
-        wit::ToolCall {
-            request_id: self.request_id.to_owned(),
-            principal: wit::Principal {
-                workspace: self.principal.workspace.clone(),
-                member: self.principal.member.clone(),
-                grants: self.principal.grants.clone(),
-            },
-            server: self.server.to_owned(),
-            tool: self.tool.to_owned(),
-            arguments: self.arguments.map(str::to_owned),
-        }
-    }
-}
-
 /// A refusal, attributed to the module that made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Denial {
@@ -227,19 +211,14 @@ impl PolicyChain {
             arguments: None,
             ..*q
         };
-        let remembered = if self.remember_listings {
-            self.listings.get(&listing)
+        let verdict = if !self.remember_listings {
+            self.evaluate_listing(&listing)
+        } else if let Some(verdict) = self.listings.get(&listing) {
+            verdict
         } else {
-            None
-        };
-        let verdict = match remembered {
-            Some(verdict) => verdict,
-            None if !self.remember_listings => self.evaluate_listing(&listing),
-            None => {
-                let verdict = self.evaluate_listing(&listing);
-                self.listings.put(&listing, &verdict);
-                verdict
-            }
+            let verdict = self.evaluate_listing(&listing);
+            self.listings.put(&listing, &verdict);
+            verdict
         };
         match (verdict, q.arguments) {
             (Verdict::Allow, Some(_)) => self.veto(q),
@@ -251,7 +230,7 @@ impl PolicyChain {
     fn evaluate_listing(&self, listing: &Question<'_>) -> Verdict {
         let mut allowed = false;
         for m in self.modules.iter().filter(|m| m.phases.list) {
-            let answer = m.ask(listing).result;
+            let answer = m.decide(listing).result;
             if let Some(denial) = m.denial(&answer) {
                 return Verdict::Deny(denial);
             }
@@ -279,7 +258,7 @@ impl PolicyChain {
     /// listing phase only and costs one evaluation per call, not two).
     pub fn veto(&self, q: &Question<'_>) -> Verdict {
         for m in self.modules.iter().filter(|m| m.phases.call) {
-            let answer = m.ask(q).result;
+            let answer = m.decide(q).result;
             if let Some(denial) = m.denial(&answer) {
                 return Verdict::Deny(denial);
             }
@@ -289,9 +268,8 @@ impl PolicyChain {
 
     /// Runs the result phase: the first deny or fault blocks the result; otherwise it passes.
     pub fn inspect_result(&self, q: &Question<'_>, result_json: &str) -> Verdict {
-        let call = q.to_wit();
         for m in self.modules.iter().filter(|m| m.phases.result) {
-            let answer = m.inspect_result(&call, result_json).result;
+            let answer = m.inspect_result(q, result_json).result;
             if let Some(denial) = m.denial(&answer) {
                 return Verdict::Deny(denial);
             }
