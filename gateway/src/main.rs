@@ -631,6 +631,10 @@ fn policy_run(
     };
     out["module"] = module.name().into();
     out["fuel"] = answer.fuel.into();
+    if result.is_none() && call.arguments.is_some() {
+        // A module with call triggers is not run by the gateway on arguments holding none.
+        out["gateway_asks"] = module.wants_call(call.arguments).into();
+    }
     println!("{out}");
     Ok(ExitCode::SUCCESS)
 }

@@ -173,6 +173,20 @@ impl Metrics {
                 );
             }
         }
+        family(
+            &mut out,
+            "mcpgw_policy_calls_skipped_total",
+            "counter",
+            "Call-phase questions a module was not asked: the arguments held none of its call triggers; reset when a module is reloaded.",
+        );
+        for m in &status.modules {
+            let _ = writeln!(
+                out,
+                "mcpgw_policy_calls_skipped_total{{module=\"{}\"}} {}",
+                label(&m.name),
+                m.skipped
+            );
+        }
         let chain = policies.chain();
         family(
             &mut out,

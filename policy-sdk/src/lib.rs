@@ -266,6 +266,12 @@ pub trait Policy {
     type Settings: Settings;
     /// The phases the host calls this module for.
     const PHASES: Phases = Phases::CALL;
+    /// A prefilter for the call phase: when set, the host runs [`Policy::call`] only for calls
+    /// whose arguments' JSON text contains at least one of these strings (byte for byte); every
+    /// other call is taken as an abstain without running the module. Declare it only when
+    /// `call` abstains on every text containing none of them, escapes included (`\u` spells
+    /// any character). `None` (the default): every call is asked.
+    const CALL_TRIGGERS: Option<&'static [&'static str]> = None;
 
     /// May the principal see this tool in `tools/list`? (`call.arguments` is `None`.)
     fn list(call: &ToolCall, settings: &Self::Settings) -> Decision {

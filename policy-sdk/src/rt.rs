@@ -16,6 +16,7 @@ pub fn metadata<P: Policy>(name: &str, version: &str) -> Metadata {
         name: name.to_owned(),
         version: version.to_owned(),
         phases,
+        call_triggers: P::CALL_TRIGGERS.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
     }
 }
 

@@ -800,11 +800,15 @@ async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
     .await;
     let alice = token(&gw, "acme", "alice").await;
     let url = format!("{}/mcp/search", gw.mcp_url);
-    for (i, tool) in ["echo", "echo", "schema"].iter().enumerate() {
+    // The second call's text holds one of secrets-guard's call triggers ("sk-"), the others none.
+    for (i, (tool, text)) in [("echo", "hi"), ("echo", "ask-me"), ("schema", "hi")]
+        .iter()
+        .enumerate()
+    {
         rpc(
             &url,
             &alice,
-            call(i as u64, tool, json!({"text": "hi"})),
+            call(i as u64, tool, json!({ "text": text })),
             None,
         )
         .await
@@ -829,7 +833,8 @@ async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
         "mcpgw_tool_calls_total{decision=\"deny\",status=\"denied\"} 1",
         "mcpgw_http_requests_total{endpoint=\"mcp_server\",status=\"200\"} 3",
         "mcpgw_policy_modules_live 2",
-        "mcpgw_policy_decisions_total{module=\"secrets-guard\",outcome=\"pass\"} 2",
+        "mcpgw_policy_decisions_total{module=\"secrets-guard\",outcome=\"pass\"} 1",
+        "mcpgw_policy_calls_skipped_total{module=\"secrets-guard\"} 1",
         // The second call of echo was listed from the chain's memory, not by the allowlist.
         "mcpgw_policy_decisions_total{module=\"allowlist\",outcome=\"pass\"} 1",
         "mcpgw_policy_listing_cache_hits_total 1",

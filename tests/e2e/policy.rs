@@ -189,17 +189,25 @@ fn a_call_needs_a_listing_allow_and_no_call_phase_deny() {
         denial_code(&set.chain().decide(&hidden)),
         Some("not-granted")
     );
-    // The allowlist takes part in the listing only: asked once for each of the two tools; the
-    // guard once per call phase (the veto, and the decide that got past the listing).
-    let counts: Vec<(String, u64)> = set
+    // Arguments holding one of the guard's call triggers ("sk-") but no credential: the guard is
+    // asked, and abstains.
+    let near = ask(&p, "db", "query", Some(r#"{"task":"sk-short"}"#));
+    assert_eq!(set.chain().veto(&near), Verdict::Allow);
+    // The allowlist takes part in the listing only: asked once for each of the two tools (the
+    // third call's listing is remembered). The guard's call phase came up three times: twice on
+    // `select 1`, which holds none of its triggers, so it was not run, and once on `sk-short`.
+    let counts: Vec<(String, u64, u64)> = set
         .status()
         .modules
         .into_iter()
-        .map(|m| (m.name, m.decisions))
+        .map(|m| (m.name, m.decisions, m.skipped))
         .collect();
     assert_eq!(
         counts,
-        [("allowlist".to_owned(), 2), ("secrets-guard".to_owned(), 2)],
+        [
+            ("allowlist".to_owned(), 2, 0),
+            ("secrets-guard".to_owned(), 1, 2)
+        ],
     );
 }
 

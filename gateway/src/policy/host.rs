@@ -246,6 +246,7 @@ impl PolicyEngine {
             name: Arc::from(source),
             version: String::new(),
             phases: Phases::default(),
+            call_triggers: None,
             source: source.to_owned(),
             digest,
             loaded_at: SystemTime::now(),
@@ -275,6 +276,13 @@ impl PolicyEngine {
             list: meta.phases.contains(wit::Phases::LIST),
             call: meta.phases.contains(wit::Phases::CALL),
             result: meta.phases.contains(wit::Phases::RESULT),
+        };
+        module.call_triggers = match &meta.call_triggers {
+            Some(t) => Some(
+                aho_corasick::AhoCorasick::new(t)
+                    .map_err(|e| Error::Rejected(format!("metadata: call-triggers: {e}")))?,
+            ),
+            None => None,
         };
         // Trial evaluation of every phase the module takes part in: it must answer, in time.
         let trial = trial_call();
@@ -437,6 +445,10 @@ fn check_binary(bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Most call-phase triggers a module may declare, and the longest.
+const MAX_TRIGGERS: usize = 256;
+const MAX_TRIGGER_BYTES: usize = 256;
+
 fn validate_metadata(meta: &wit::Metadata) -> Result<(), Error> {
     let ok_name = !meta.name.is_empty()
         && meta.name.len() <= 64
@@ -453,6 +465,17 @@ fn validate_metadata(meta: &wit::Metadata) -> Result<(), Error> {
         return Err(Error::Rejected(
             "metadata: version longer than 64 bytes".into(),
         ));
+    }
+    if let Some(triggers) = &meta.call_triggers {
+        if triggers.len() > MAX_TRIGGERS
+            || triggers
+                .iter()
+                .any(|t| t.is_empty() || t.len() > MAX_TRIGGER_BYTES)
+        {
+            return Err(Error::Rejected(format!(
+                "metadata: call-triggers must be at most {MAX_TRIGGERS} strings of 1-{MAX_TRIGGER_BYTES} bytes"
+            )));
+        }
     }
     if meta.phases == wit::Phases::empty() {
         return Err(Error::Rejected(
@@ -561,6 +584,8 @@ pub struct ModuleStats {
     pub denies: AtomicU64,
     /// Faults: traps, timeouts, malformed output.
     pub errors: AtomicU64,
+    /// Call-phase questions not asked: the arguments held none of the module's triggers.
+    pub skipped: AtomicU64,
     /// The last fault or failed reload of this module.
     pub last_error: Mutex<Option<String>>,
 }
@@ -638,6 +663,8 @@ pub struct Module {
     pub(crate) name: Arc<str>,
     pub(crate) version: String,
     pub(crate) phases: Phases,
+    /// The module's call-phase prefilter (`metadata.call-triggers`).
+    call_triggers: Option<aho_corasick::AhoCorasick>,
     pub(crate) source: String,
     pub(crate) digest: String,
     pub(crate) loaded_at: SystemTime,
@@ -676,6 +703,19 @@ impl Module {
     pub fn phases(&self) -> Phases {
         self.phases
     }
+    /// Whether the call phase must ask the module about these arguments: false only when the
+    /// module declared call triggers and the text holds none of them (the module would abstain).
+    pub fn wants_call(&self, arguments: Option<&str>) -> bool {
+        let Some(triggers) = &self.call_triggers else {
+            return true;
+        };
+        if triggers.is_match(arguments.unwrap_or_default()) {
+            return true;
+        }
+        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
     /// WASI imports the module carries that the host satisfies with traps.
     pub fn stubbed_imports(&self) -> &[String] {
         &self.stubbed_imports

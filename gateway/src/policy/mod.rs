@@ -258,6 +258,9 @@ impl PolicyChain {
     /// listing phase only and costs one evaluation per call, not two).
     pub fn veto(&self, q: &Question<'_>) -> Verdict {
         for m in self.modules.iter().filter(|m| m.phases.call) {
+            if !m.wants_call(q.arguments) {
+                continue;
+            }
             let answer = m.decide(q).result;
             if let Some(denial) = m.denial(&answer) {
                 return Verdict::Deny(denial);
@@ -299,6 +302,8 @@ pub struct ModuleStatus {
     pub denies: u64,
     /// Faults.
     pub errors: u64,
+    /// Call-phase questions not asked: the arguments held none of its call triggers.
+    pub skipped: u64,
     /// Last fault, or last failed reload of its file (the previous version kept serving).
     pub last_error: Option<String>,
 }
@@ -320,6 +325,7 @@ impl ModuleStatus {
             decisions: m.stats.decisions.load(Relaxed),
             denies: m.stats.denies.load(Relaxed),
             errors: m.stats.errors.load(Relaxed),
+            skipped: m.stats.skipped.load(Relaxed),
             last_error: host::lock(&m.stats.last_error).clone(),
         }
     }

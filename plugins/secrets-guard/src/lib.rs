@@ -34,6 +34,7 @@ pub struct SecretsGuard;
 impl Policy for SecretsGuard {
     type Settings = GuardSettings;
     const PHASES: Phases = Phases::CALL;
+    const CALL_TRIGGERS: Option<&'static [&'static str]> = Some(TRIGGERS);
 
     fn call(call: &ToolCall, settings: &GuardSettings) -> Decision {
         if !pattern::any_matches(&settings.tools, &call.server, &call.tool) {
@@ -85,6 +86,43 @@ fn find_in_value(v: &Value, path: &mut String) -> Option<(&'static str, String)>
         _ => None,
     }
 }
+
+/// Every credential this guard finds starts with one of these, byte for byte, in the arguments'
+/// JSON text: the shapes' prefixes (the Slack webhook by its host alone, since `\/` may spell its
+/// slashes), the first two bytes of the AWS secret's words, the private-key and JWT starts, and
+/// `\u`, which may spell any of them. The host does not run the guard on a call whose arguments
+/// hold none (see `CALL_TRIGGERS`); `triggers_cover_every_finding` checks the list against the scan.
+const TRIGGERS: &[&str] = &[
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xoxr-",
+    "xoxs-",
+    "xoxe-",
+    "hooks.slack.com",
+    "sk-",
+    "aw",
+    "aW",
+    "Aw",
+    "AW",
+    "a_",
+    "a-",
+    "A_",
+    "A-",
+    "-----BEGIN",
+    "eyJ",
+    "\\u",
+];
 
 fn is_alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -477,6 +515,42 @@ mod tests {
             };
             assert!(SecretsGuard::call(&call, &s).is_deny(), "{raw}");
         }
+    }
+
+    fn triggered(text: &str) -> bool {
+        TRIGGERS.iter().any(|t| text.contains(t))
+    }
+
+    /// The host skips the guard on arguments holding no trigger, so whatever it denies must hold
+    /// one: every fixture, in keys, values, arrays and under JSON escapes.
+    #[test]
+    fn triggers_cover_every_finding() {
+        let s = GuardSettings::default();
+        let mut texts = vec![
+            format!(r#"{{"k":"\u0041KIA{}"}}"#, "IOSFODNN7EXAMPLE"),
+            format!(
+                r#"{{"u":"https:\/\/hooks.slack.com\/services\/{}"}}"#,
+                r"T00000000\/B00000000\/XXXXXXXXXXXXXXXXXXXXXXXX"
+            ),
+        ];
+        for (_, secret) in fixtures() {
+            texts.push(json!({"note": format!("use {secret} here")}).to_string());
+            texts.push(json!({ secret.clone(): [1, {"b": "x"}] }).to_string());
+            texts.push(json!({"a": [{"b": [secret.clone()]}]}).to_string());
+            texts.push(format!("not json {secret}"));
+        }
+        for text in texts {
+            let call = ToolCall {
+                arguments: Some(text.clone()),
+                ..call(json!({}))
+            };
+            assert!(SecretsGuard::call(&call, &s).is_deny(), "{text}");
+            assert!(triggered(&text), "no trigger in {text}");
+        }
+        // The benchmark's query and ordinary SQL hold none: the guard is not asked about them.
+        assert!(!triggered(
+            &json!({"sql": "select id, name, email from users where created_at > now() - interval '7 days' order by id limit 50"}).to_string()
+        ));
     }
 
     #[test]
