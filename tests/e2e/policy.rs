@@ -193,9 +193,9 @@ fn a_call_needs_a_listing_allow_and_no_call_phase_deny() {
     // asked, and abstains.
     let near = ask(&p, "db", "query", Some(r#"{"task":"sk-short"}"#));
     assert_eq!(set.chain().veto(&near), Verdict::Allow);
-    // The allowlist takes part in the listing only: asked once for each of the two tools (the
-    // third call's listing is remembered). The guard's call phase came up three times: twice on
-    // `select 1`, which holds none of its triggers, so it was not run, and once on `sk-short`.
+    // The allowlist takes part in the listing only: asked once for each of the two tools. The
+    // guard's call phase came up three times (the veto and the decide of `select 1`, the veto of
+    // `sk-short`): `select 1` holds none of its triggers, so it was not run on it.
     let counts: Vec<(String, u64, u64)> = set
         .status()
         .modules

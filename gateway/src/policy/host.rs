@@ -157,8 +157,8 @@ const STUBBED_IMPORTS: &[&str] = &[
     "wasi:random/insecure@",
     "wasi:random/insecure-seed@",
 ];
-const HOST_IMPORT: &str = "mcpgw:policy/host@0.1.";
-const TYPES_IMPORT: &str = "mcpgw:policy/types@0.1.";
+const HOST_IMPORT: &str = "mcpgw:policy/host@0.2.";
+const TYPES_IMPORT: &str = "mcpgw:policy/types@0.2.";
 
 /// The compiler and runtime shared by every module of the process.
 pub struct PolicyEngine {
@@ -279,7 +279,9 @@ impl PolicyEngine {
         };
         module.call_triggers = match &meta.call_triggers {
             Some(t) => Some(
-                aho_corasick::AhoCorasick::new(t)
+                aho_corasick::AhoCorasick::builder()
+                    .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                    .build(t)
                     .map_err(|e| Error::Rejected(format!("metadata: call-triggers: {e}")))?,
             ),
             None => None,
@@ -385,6 +387,12 @@ impl PolicyEngine {
             if name.starts_with(HOST_IMPORT) || name.starts_with(TYPES_IMPORT) {
                 continue;
             }
+            if name.starts_with("mcpgw:policy/") {
+                return Err(Error::WrongWorld(format!(
+                    "built against {name}; this gateway implements mcpgw:policy@0.2.0: rebuild \
+                     the module with the current policy-sdk"
+                )));
+            }
             let stub = STUBBED_IMPORTS.iter().any(|p| name.starts_with(p));
             if !stub || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
                 return Err(Error::ForbiddenImport(name.to_owned()));
@@ -445,9 +453,10 @@ fn check_binary(bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Most call-phase triggers a module may declare, and the longest.
-const MAX_TRIGGERS: usize = 256;
-const MAX_TRIGGER_BYTES: usize = 256;
+/// Most call-phase triggers a module may declare, and the longest: far more than a rule needs,
+/// and the automaton they make stays small (its kind is fixed to a contiguous NFA, never a DFA).
+const MAX_TRIGGERS: usize = 64;
+const MAX_TRIGGER_BYTES: usize = 64;
 
 fn validate_metadata(meta: &wit::Metadata) -> Result<(), Error> {
     let ok_name = !meta.name.is_empty()
@@ -467,14 +476,22 @@ fn validate_metadata(meta: &wit::Metadata) -> Result<(), Error> {
         ));
     }
     if let Some(triggers) = &meta.call_triggers {
-        if triggers.len() > MAX_TRIGGERS
-            || triggers
-                .iter()
-                .any(|t| t.is_empty() || t.len() > MAX_TRIGGER_BYTES)
-        {
+        // An empty list, or a string JSON text never holds unescaped, would switch the module's
+        // call phase off without saying so.
+        let ok = (1..=MAX_TRIGGERS).contains(&triggers.len())
+            && triggers.iter().all(|t| {
+                (1..=MAX_TRIGGER_BYTES).contains(&t.len()) && !t.chars().any(char::is_control)
+            });
+        if !ok {
             return Err(Error::Rejected(format!(
-                "metadata: call-triggers must be at most {MAX_TRIGGERS} strings of 1-{MAX_TRIGGER_BYTES} bytes"
+                "metadata: call-triggers must be 1-{MAX_TRIGGERS} strings of 1-{MAX_TRIGGER_BYTES} \
+                 bytes without control characters"
             )));
+        }
+        if !meta.phases.contains(wit::Phases::CALL) {
+            return Err(Error::Rejected(
+                "metadata: call-triggers on a module without the call phase".into(),
+            ));
         }
     }
     if meta.phases == wit::Phases::empty() {

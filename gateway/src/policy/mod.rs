@@ -50,7 +50,7 @@ pub enum Error {
     )]
     ForbiddenImport(String),
     /// The component does not implement the `mcpgw:policy/policy` world.
-    #[error("does not implement mcpgw:policy/policy@0.1.0: {0}")]
+    #[error("does not implement mcpgw:policy/policy@0.2.0: {0}")]
     WrongWorld(String),
     /// The settings file is not valid TOML.
     #[error("settings: {0}")]

@@ -521,6 +521,33 @@ mod tests {
         TRIGGERS.iter().any(|t| text.contains(t))
     }
 
+    /// The list against the scan's own starts: every shape's prefixes, every pair the AWS secret's
+    /// words may begin with, the private-key and JWT starts. A shape or pair added without its
+    /// trigger fails here.
+    #[test]
+    fn triggers_cover_every_start_the_scan_acts_on() {
+        for shape in SHAPES {
+            for prefix in shape.prefixes {
+                assert!(triggered(prefix), "no trigger covers {prefix}");
+            }
+        }
+        for b in [b'a', b'A'] {
+            for n in 0..=255u8 {
+                if may_start(b, n) && !matches!(n, b'K' | b'S' | b'B' | b'C') {
+                    let pair = String::from_utf8(vec![b, n]).unwrap();
+                    assert!(TRIGGERS.contains(&pair.as_str()), "no trigger {pair:?}");
+                }
+            }
+        }
+        assert!(triggered("-----BEGIN ") && triggered("eyJ") && triggered("\\u0041"));
+        // Only a backslash can make the decoded text differ from the raw, and of the escapes only
+        // `\u` can spell a letter, digit or any byte of a trigger; `\/` is why the Slack webhook
+        // is triggered by its host alone.
+        for t in TRIGGERS {
+            assert!(!t.contains(['/', '"', '\\']) || *t == "\\u", "{t}");
+        }
+    }
+
     /// The host skips the guard on arguments holding no trigger, so whatever it denies must hold
     /// one: every fixture, in keys, values, arrays and under JSON escapes.
     #[test]
