@@ -723,14 +723,9 @@ impl Module {
     /// Whether the call phase must ask the module about these arguments: false only when the
     /// module declared call triggers and the text holds none of them (the module would abstain).
     pub fn wants_call(&self, arguments: Option<&str>) -> bool {
-        let Some(triggers) = &self.call_triggers else {
-            return true;
-        };
-        if triggers.is_match(arguments.unwrap_or_default()) {
-            return true;
-        }
-        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-        false
+        self.call_triggers
+            .as_ref()
+            .is_none_or(|t| t.is_match(arguments.unwrap_or_default()))
     }
 
     /// WASI imports the module carries that the host satisfies with traps.

@@ -259,6 +259,9 @@ impl PolicyChain {
     pub fn veto(&self, q: &Question<'_>) -> Verdict {
         for m in self.modules.iter().filter(|m| m.phases.call) {
             if !m.wants_call(q.arguments) {
+                m.stats
+                    .skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             let answer = m.decide(q).result;

@@ -91,7 +91,7 @@ fn find_in_value(v: &Value, path: &mut String) -> Option<(&'static str, String)>
 /// JSON text: the shapes' prefixes (the Slack webhook by its host alone, since `\/` may spell its
 /// slashes), the first two bytes of the AWS secret's words, the private-key and JWT starts, and
 /// `\u`, which may spell any of them. The host does not run the guard on a call whose arguments
-/// hold none (see `CALL_TRIGGERS`); `triggers_cover_every_finding` checks the list against the scan.
+/// hold none (see `CALL_TRIGGERS`); the `triggers_cover_*` tests check the list against the scan.
 const TRIGGERS: &[&str] = &[
     "AKIA",
     "ASIA",
