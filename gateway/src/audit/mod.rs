@@ -726,6 +726,7 @@ async fn writer(
     stats: Arc<Stats>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let appender = store::Appender::new(store.db());
     let mut buf = Vec::with_capacity(batch);
     let mut stopping = false;
     loop {
@@ -757,7 +758,7 @@ async fn writer(
         }
         let mut backoff = Duration::from_millis(50);
         loop {
-            match store::append(store.db(), &mut buf).await {
+            match appender.append(&mut buf).await {
                 Ok(()) => {
                     stats.written.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     buf.clear();
