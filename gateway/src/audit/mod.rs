@@ -199,7 +199,11 @@ impl Record {
 
     /// SHA-256 (hex) of [`Record::canonical`].
     pub fn compute_hash(&self) -> String {
-        hex::encode(Sha256::digest(self.canonical().as_bytes()))
+        // Into a buffer: `hex::encode` collects chars one by one, as long as the digest itself.
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(Sha256::digest(self.canonical().as_bytes()), &mut hex);
+        String::from_utf8_lossy(&hex).into_owned()
     }
 }
 
@@ -778,6 +782,26 @@ async fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_of_a_record_is_pinned() {
+        // Stored chains depend on both the canonical form and its hash spelling.
+        let r = Record {
+            workspace: "acme".into(),
+            seq: 1,
+            ts_ms: 5,
+            kind: KIND_CALL.into(),
+            ..Record::default()
+        };
+        assert_eq!(
+            r.canonical(),
+            r#"[["acme",1,5,"tools/call",null,null,"","",""],[null,null,"",null,0,null,"",null,""]]"#
+        );
+        assert_eq!(
+            r.compute_hash(),
+            "5f658c907d2d5c24731823cdf54092207e18c8b427970d6370a42b69294dbb4d"
+        );
+    }
 
     #[test]
     fn clean_bounds_and_strips_controls() {
