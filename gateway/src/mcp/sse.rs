@@ -6,6 +6,7 @@
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,8 +66,9 @@ impl From<Option<Bytes>> for Step {
 pub struct Event<'a> {
     /// The event exactly as received, terminator included.
     pub raw: &'a [u8],
-    /// Joined `data:` payload, when the event has one.
-    pub data: Option<String>,
+    /// Joined `data:` payload, when the event has one: borrowed from `raw` when it is one line
+    /// (the usual case), joined into a new string when it spans several.
+    pub data: Option<Cow<'a, str>>,
     /// The `id:` field, kept when the event is rewritten.
     pub id: Option<&'a str>,
 }
@@ -93,7 +95,7 @@ impl Event<'_> {
 
 fn parse_event(raw: &[u8]) -> Event<'_> {
     let text = std::str::from_utf8(raw).unwrap_or("");
-    let mut data: Option<String> = None;
+    let mut data: Option<Cow<'_, str>> = None;
     let mut id = None;
     for line in text.lines() {
         let (field, value) = match line.split_once(':') {
@@ -101,13 +103,14 @@ fn parse_event(raw: &[u8]) -> Event<'_> {
             None => (line, ""),
         };
         match field {
-            "data" => {
-                let d = data.get_or_insert_with(String::new);
-                if !d.is_empty() {
+            "data" => match &mut data {
+                None => data = Some(Cow::Borrowed(value)),
+                Some(d) => {
+                    let d = d.to_mut();
                     d.push('\n');
+                    d.push_str(value);
                 }
-                d.push_str(value);
-            }
+            },
             "id" => id = Some(value),
             _ => {}
         }
@@ -356,6 +359,15 @@ mod tests {
     use super::*;
     use futures_util::StreamExt as _;
     use http_body_util::StreamBody;
+
+    #[test]
+    fn data_lines_join_and_one_line_is_borrowed() {
+        let e = parse_event(b"id: 7\ndata: {\"a\":\ndata:1}\r\nevent: message\n\n");
+        assert_eq!((e.id, e.data.as_deref()), (Some("7"), Some("{\"a\":\n1}")));
+        let e = parse_event(b"data: {\"a\":1}\n\n");
+        assert!(matches!(e.data, Some(Cow::Borrowed("{\"a\":1}"))));
+        assert!(parse_event(b": comment\n\n").data.is_none());
+    }
 
     #[tokio::test]
     async fn events_split_across_chunks_are_rewritten_whole_and_others_pass_raw() {
