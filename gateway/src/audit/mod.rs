@@ -752,7 +752,14 @@ async fn writer(
         // Under light load records arrive one by one; a transaction each would spend the
         // writer's time (and the machine's) on commits. Let a batch fill for a moment.
         if buf.len() < batch && !stopping {
-            tokio::time::sleep(LINGER).await;
+            // A shutdown cuts the wait short: what is waiting is written now.
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = &mut stop => {
+                    rx.close();
+                    stopping = true;
+                }
+            }
             while buf.len() < batch {
                 match rx.try_recv() {
                     Ok(r) => buf.push(r),
