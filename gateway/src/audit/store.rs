@@ -37,6 +37,40 @@ const INSERT_INTO: &str = "INSERT INTO audit_records (workspace, seq, ts_ms, kin
 /// Values bound per row.
 const INSERT_VALUES: usize = 19;
 
+/// One value of a row, as either backend binds it.
+enum Column<'a> {
+    Text(&'a str),
+    MaybeText(Option<&'a str>),
+    Int(i64),
+    MaybeInt(Option<i64>),
+}
+
+/// A record's values in the order of [`INSERT_INTO`]'s columns, for both backends.
+fn row_values(r: &Record) -> [Column<'_>; INSERT_VALUES] {
+    use Column::{Int, MaybeInt, MaybeText, Text};
+    [
+        Text(&r.workspace),
+        Int(r.seq),
+        Int(r.ts_ms),
+        Text(&r.kind),
+        MaybeText(r.member.as_deref()),
+        MaybeText(r.token_id.as_deref()),
+        Text(&r.server),
+        Text(&r.tool),
+        Text(&r.decision),
+        MaybeText(r.module.as_deref()),
+        MaybeText(r.module_digest.as_deref()),
+        Text(&r.status),
+        MaybeText(r.error_code.as_deref()),
+        Int(r.latency_us),
+        MaybeInt(r.upstream_latency_us),
+        Text(&r.request_id),
+        MaybeText(r.session_id.as_deref()),
+        Text(&r.prev_hash),
+        Text(&r.hash),
+    ]
+}
+
 /// Locking a chain's head and reading it is one statement (both databases have RETURNING).
 const LOCK_HEAD: &str = "UPDATE audit_heads SET seq = seq WHERE workspace = $1 RETURNING seq, hash";
 /// A chain's first head.
@@ -159,26 +193,14 @@ async fn append_postgres(pool: &sqlx::PgPool, records: &mut [Record]) -> Result<
             rest = more;
             let mut q = sqlx::QueryBuilder::new(INSERT_INTO);
             q.push_values(chunk, |mut b, &k| {
-                let r = &records[k];
-                b.push_bind(r.workspace.as_str())
-                    .push_bind(r.seq)
-                    .push_bind(r.ts_ms)
-                    .push_bind(r.kind.as_str())
-                    .push_bind(r.member.as_deref())
-                    .push_bind(r.token_id.as_deref())
-                    .push_bind(r.server.as_str())
-                    .push_bind(r.tool.as_str())
-                    .push_bind(r.decision.as_str())
-                    .push_bind(r.module.as_deref())
-                    .push_bind(r.module_digest.as_deref())
-                    .push_bind(r.status.as_str())
-                    .push_bind(r.error_code.as_deref())
-                    .push_bind(r.latency_us)
-                    .push_bind(r.upstream_latency_us)
-                    .push_bind(r.request_id.as_str())
-                    .push_bind(r.session_id.as_deref())
-                    .push_bind(r.prev_hash.as_str())
-                    .push_bind(r.hash.as_str());
+                for value in row_values(&records[k]) {
+                    match value {
+                        Column::Text(t) => b.push_bind(t),
+                        Column::MaybeText(t) => b.push_bind(t),
+                        Column::Int(n) => b.push_bind(n),
+                        Column::MaybeInt(n) => b.push_bind(n),
+                    };
+                }
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -259,27 +281,15 @@ fn append_sqlite(
             rest = more;
             let mut insert = tx.prepare_cached(sqlite_insert(chunk.len()))?;
             for (row, &k) in chunk.iter().enumerate() {
-                let r = &records[k];
-                let at = row * INSERT_VALUES;
-                insert.raw_bind_parameter(at + 1, r.workspace.as_str())?;
-                insert.raw_bind_parameter(at + 2, r.seq)?;
-                insert.raw_bind_parameter(at + 3, r.ts_ms)?;
-                insert.raw_bind_parameter(at + 4, r.kind.as_str())?;
-                insert.raw_bind_parameter(at + 5, r.member.as_deref())?;
-                insert.raw_bind_parameter(at + 6, r.token_id.as_deref())?;
-                insert.raw_bind_parameter(at + 7, r.server.as_str())?;
-                insert.raw_bind_parameter(at + 8, r.tool.as_str())?;
-                insert.raw_bind_parameter(at + 9, r.decision.as_str())?;
-                insert.raw_bind_parameter(at + 10, r.module.as_deref())?;
-                insert.raw_bind_parameter(at + 11, r.module_digest.as_deref())?;
-                insert.raw_bind_parameter(at + 12, r.status.as_str())?;
-                insert.raw_bind_parameter(at + 13, r.error_code.as_deref())?;
-                insert.raw_bind_parameter(at + 14, r.latency_us)?;
-                insert.raw_bind_parameter(at + 15, r.upstream_latency_us)?;
-                insert.raw_bind_parameter(at + 16, r.request_id.as_str())?;
-                insert.raw_bind_parameter(at + 17, r.session_id.as_deref())?;
-                insert.raw_bind_parameter(at + 18, r.prev_hash.as_str())?;
-                insert.raw_bind_parameter(at + 19, r.hash.as_str())?;
+                for (i, value) in row_values(&records[k]).into_iter().enumerate() {
+                    let at = row * INSERT_VALUES + i + 1;
+                    match value {
+                        Column::Text(t) => insert.raw_bind_parameter(at, t)?,
+                        Column::MaybeText(t) => insert.raw_bind_parameter(at, t)?,
+                        Column::Int(n) => insert.raw_bind_parameter(at, n)?,
+                        Column::MaybeInt(n) => insert.raw_bind_parameter(at, n)?,
+                    }
+                }
             }
             insert.raw_execute()?;
         }
@@ -643,6 +653,8 @@ mod tests {
 
     #[test]
     fn sqlite_inserts_have_a_placeholder_per_value() {
+        assert_eq!(INSERT_INTO.matches(',').count() + 1, INSERT_VALUES);
+        assert_eq!(row_values(&Record::default()).len(), INSERT_VALUES);
         for p in 0..=SQLITE_INSERT_CHUNK.ilog2() {
             let rows = 1 << p;
             let sql = sqlite_insert(rows);
