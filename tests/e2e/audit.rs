@@ -630,10 +630,15 @@ async fn writers_take_turns(db: TestDb) {
         writers.push(tokio::spawn(async move {
             for b in 0..BATCHES {
                 let t = (w * BATCHES + b) * 100;
-                let mut batch: Vec<Record> = (0..8)
-                    .map(|i| record("acme", t + i, "query"))
-                    .chain([record("beta", t, "schema")])
-                    .collect();
+                let acme = (0..8).map(|i| record("acme", t + i, "query"));
+                let beta = [record("beta", t, "schema")];
+                // The second writer queues beta first: heads are still locked in name order,
+                // or the two would wait on each other.
+                let mut batch: Vec<Record> = if w == 0 {
+                    acme.chain(beta).collect()
+                } else {
+                    beta.into_iter().chain(acme).collect()
+                };
                 appender.append(&mut batch).await.unwrap();
                 assert!(batch.iter().all(|r| r.seq > 0 && r.hash.len() == 64));
             }
@@ -654,6 +659,21 @@ async fn writers_take_turns(db: TestDb) {
             .collect();
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "{}: {chain}", db.backend);
+        // Each writer's records keep their queue order along the chain.
+        for w in 0..2 {
+            let mine = (w * BATCHES * 100)..((w + 1) * BATCHES * 100);
+            let mut in_chain: Vec<(i64, i64)> = all
+                .iter()
+                .filter(|r| r.workspace == chain && mine.contains(&r.ts_ms))
+                .map(|r| (r.seq, r.ts_ms))
+                .collect();
+            in_chain.sort_unstable();
+            assert!(
+                in_chain.windows(2).all(|p| p[0].1 < p[1].1),
+                "{}: {chain}: writer {w}'s records out of order",
+                db.backend
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! reservation is a [`Call`] shared by the stages of the request: policy marks the decision,
 //! the relay marks the answer, and the record is sent when the last holder lets go, which is when
 //! the response body is finished or abandoned. A body dropped before its answer was sent is a
-//! client cancel. One writer task drains the queue in batches ([`store::append`]), chaining each
+//! client cancel. One writer task drains the queue in batches ([`store::Appender`]), chaining each
 //! workspace's records by hash.
 //!
 //! What a record holds is fixed here, and it is metadata only: names, decision, status, codes,

@@ -71,6 +71,10 @@ fn row_values(r: &Record) -> [Column<'_>; INSERT_VALUES] {
     ]
 }
 
+// The head statements run on both backends. SQLite takes `$N` as named parameters and numbers
+// them in the order they first appear, so bound by position they line up only while each
+// statement names them in ascending order.
+
 /// Locking a chain's head and reading it is one statement (both databases have RETURNING).
 const LOCK_HEAD: &str = "UPDATE audit_heads SET seq = seq WHERE workspace = $1 RETURNING seq, hash";
 /// A chain's first head.
@@ -139,7 +143,10 @@ impl Appender {
         Appender { backend }
     }
 
-    /// Appends `records` (see [`Appender`]); on success each has its seq and hashes.
+    /// Appends `records` (see [`Appender`]); on success each has its seq and hashes. On error they
+    /// are all still in `records`, none written. Not cancel-safe on SQLite: the records travel to
+    /// the blocking thread and back, so a caller that drops the future loses them from `records`
+    /// (the writer never does).
     pub async fn append(&self, records: &mut Vec<Record>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -151,7 +158,18 @@ impl Appender {
                 let mut batch = std::mem::take(records);
                 let (batch, result) = tokio::task::spawn_blocking(move || {
                     let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    let result = append_sqlite(&mut conn, &path, &mut batch);
+                    // The batch comes back whatever happens, a panic included (its transaction
+                    // rolled back as it unwound), so the writer can retry it.
+                    let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        append_sqlite(&mut conn, &path, &mut batch)
+                    }));
+                    let result = appended.unwrap_or_else(|_| {
+                        Err(Error::Writer("appending to SQLite panicked".into()))
+                    });
+                    if result.is_err() {
+                        // The next attempt starts from a new connection.
+                        *conn = None;
+                    }
                     (batch, result)
                 })
                 .await
@@ -252,10 +270,6 @@ fn append_sqlite(
         Some(conn) => conn,
         None => conn.insert(open_sqlite(path)?),
     };
-    // A transaction left open by a panic mid-append is rolled back before the next.
-    if !conn.is_autocommit() {
-        conn.execute_batch("ROLLBACK")?;
-    }
     let chains = chains(records);
     // IMMEDIATE: the write lock is taken (or waited for) up front, not on the first write.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
