@@ -388,9 +388,9 @@ impl PolicyEngine {
                 continue;
             }
             if name.starts_with("mcpgw:policy/") {
+                // The error's own text names the version this gateway implements.
                 return Err(Error::WrongWorld(format!(
-                    "built against {name}; this gateway implements mcpgw:policy@0.2.0: rebuild \
-                     the module with the current policy-sdk"
+                    "built against {name}; rebuild the module with the current policy-sdk"
                 )));
             }
             let stub = STUBBED_IMPORTS.iter().any(|p| name.starts_with(p));
