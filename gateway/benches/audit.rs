@@ -37,7 +37,7 @@ fn one_call(audit: &Audit, answer: &[u8]) -> Result<(), QueueFull> {
         call.decided(Decision::Allow, None);
         call.upstream_started();
         if let Ok(read) = Answer::read(answer) {
-            call.answered(&read.outcome);
+            call.answered(read.outcome);
         }
     }
     Ok(())

@@ -39,6 +39,11 @@ pub struct RawConfig {
     pub admin_token: Option<String>,
     /// Environment variable that holds the admin token; default `MCPGW_ADMIN_TOKEN`.
     pub admin_token_env: Option<String>,
+    /// The URL clients reach the gateway at, when it sits behind a proxy or TLS terminator: named
+    /// in the RFC 9728 metadata and accepted as an `Origin` and `Host`.
+    pub public_url: Option<String>,
+    /// Browser origins (`https://app.example.com`) allowed besides the gateway's own.
+    pub allowed_origins: Option<Vec<String>>,
     /// Time to connect to an upstream, in milliseconds; default 5000.
     pub upstream_connect_timeout_ms: Option<u64>,
     /// Time for an upstream to start answering (response headers), in milliseconds; default 30000.
@@ -120,6 +125,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Admin API token; required when the admin listener is on.
     pub admin_token: Option<Secret>,
+    /// The URL clients reach the gateway at (behind a proxy), if set.
+    pub public_url: Option<String>,
+    /// Extra browser origins allowed on the MCP endpoints.
+    pub allowed_origins: Vec<String>,
     /// Time to connect to an upstream.
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to send its response headers (streams may then run longer).
@@ -231,6 +240,10 @@ impl TryFrom<RawConfig> for Config {
                 .map_err(|e| Error::Invalid("policy.allowlist", e.to_string()))?,
             ..PolicyConfig::default()
         };
+        let public_url = env("MCPGW_PUBLIC_URL").or(raw.public_url);
+        let allowed_origins = raw.allowed_origins.unwrap_or_default();
+        crate::mcp::Origins::new(listen, public_url.as_deref(), &allowed_origins)
+            .map_err(|e| Error::Invalid("public_url / allowed_origins", e))?;
         let upstream_connect_timeout =
             Duration::from_millis(raw.upstream_connect_timeout_ms.unwrap_or(5_000));
         let upstream_timeout = Duration::from_millis(raw.upstream_timeout_ms.unwrap_or(30_000));
@@ -267,6 +280,8 @@ impl TryFrom<RawConfig> for Config {
             listen,
             admin_listen,
             admin_token,
+            public_url,
+            allowed_origins,
             upstream_connect_timeout,
             upstream_timeout,
             policy,

@@ -52,6 +52,8 @@ pub struct ServerView {
     pub url: String,
     /// Headers to inject (values from environment variables are resolved when forwarding).
     pub headers: Vec<HeaderSpec>,
+    /// What goes before its tool and prompt names on `/mcp`.
+    pub prefix: String,
     /// `url`, parsed once when the snapshot is built; `None` when it does not parse (forwarding
     /// then says why).
     pub uri: Option<http::Uri>,
@@ -89,6 +91,7 @@ impl Snapshot {
                 name.clone(),
                 Arc::new(ServerView {
                     uri: url.parse().ok(),
+                    prefix: format!("{name}_"),
                     name,
                     url,
                     headers,

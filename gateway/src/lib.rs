@@ -103,7 +103,16 @@ pub async fn run_with(
             config.upstream_timeout,
             metrics.clone(),
         ),
-        mcp::Limits::default(),
+        mcp::Settings {
+            limits: mcp::Limits::default(),
+            origins: mcp::Origins::new(
+                mcp_addr,
+                config.public_url.as_deref(),
+                &config.allowed_origins,
+            )
+            .map_err(anyhow::Error::msg)?,
+            public_url: config.public_url.clone(),
+        },
         audit.clone(),
         metrics.clone(),
     ));

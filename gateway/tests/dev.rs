@@ -94,7 +94,9 @@ async fn call(
         .header("mcp-method", "tools/call")
         .header("mcp-name", tool)
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": args}}))
+            "params": {"name": tool, "arguments": args, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}}))
         .send()
         .await
         .ok()?;

@@ -112,6 +112,8 @@ impl TestGateway {
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
             admin_token: None,
+            public_url: None,
+            allowed_origins: Vec::new(),
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(5),
             policy: mcpgw::policy::PolicyConfig::default(),

@@ -552,6 +552,23 @@ fn elapsed_ms(since: Instant) -> i64 {
     i64::try_from(since.elapsed().as_millis()).unwrap_or(0)
 }
 
+/// How a call went, as its answer says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A result; `is_error` when the tool itself reported a failure (`result.isError`).
+    Result {
+        /// `result.isError` was `true`.
+        is_error: bool,
+    },
+    /// A JSON-RPC error, with its code as written.
+    Error {
+        /// `error.code`, when present.
+        code: Option<String>,
+    },
+    /// Neither: a request or notification from the server, or something malformed.
+    Other,
+}
+
 /// The record of one call in progress. Sent to the writer when dropped.
 pub struct Call {
     stats: Arc<Stats>,
@@ -620,10 +637,9 @@ impl Call {
     }
 
     /// The answer to the call (after any rewrite), read for its outcome.
-    pub fn answered(&self, outcome: &crate::mcp::jsonrpc::Outcome) {
-        use crate::mcp::jsonrpc::Outcome;
+    pub fn answered(&self, outcome: Outcome) {
         let (status, code) = match outcome {
-            Outcome::Error { code } => (Status::UpstreamError, code.clone()),
+            Outcome::Error { code } => (Status::UpstreamError, code),
             Outcome::Result { is_error: true } => (Status::ToolError, None),
             Outcome::Result { is_error: false } | Outcome::Other => (Status::Success, None),
         };

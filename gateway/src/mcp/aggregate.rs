@@ -1,45 +1,53 @@
 //! `/mcp`: one endpoint per workspace exposing every server's tools, prompts and resources.
 //!
-//! Here the gateway is the MCP server the client talks to (it answers `initialize` and
-//! `server/discover` itself) and an MCP client of each upstream (one 2025-11-25 session per token
-//! and server, opened on first use and re-opened when the upstream forgets it).
+//! Here the gateway is the MCP server the client talks to, in either revision: it answers
+//! `initialize` (2025-11-25, with a session of its own) and `server/discover` itself, fans lists
+//! out to every server, and routes each other request to the server that owns the name, through
+//! [`upstream::client`] (the gateway as an MCP client). Every result it builds or relays carries
+//! what the client's revision requires (`resultType`; `ttlMs` and `cacheScope` on cacheable
+//! results; lists it filters per member are private).
 //!
-//! Naming: a tool or prompt `t` of server `s` is exposed as `s_t`. Server names are `[a-z0-9-]`,
-//! so the first `_` always separates them, and `s_t` satisfies the strictest client rule
-//! `^[a-zA-Z0-9_-]{1,64}$` whenever `t` does and fits. Otherwise the name is made to fit: characters
-//! outside the rule become `-`, and a name over 64 characters is cut and ends in `-` plus 8 hex
-//! digits of the SHA-256 of the original, so it stays unique. Resources keep their URIs.
-//! Server-to-client requests relayed during a call get ids `mcpgw~{server}~{id}`, so the client's
-//! answer finds its way back to the right upstream.
+//! Naming: a tool or prompt `t` of server `s` is exposed as the server's prefix followed by `t`
+//! (prefix `s_` unless the server says otherwise; `''` exposes names unchanged). A name that would
+//! break the strictest client rule `^[a-zA-Z0-9_-]{1,64}$` is made to fit: characters outside the
+//! rule become `-`, and a name over 64 characters is cut and ends in `-` plus 8 hex digits of the
+//! SHA-256 of the original, so it stays unique. When two servers would expose the same name, the
+//! server first in name order keeps it and the other's is hidden (and logged), never merged.
+//! Resources keep their URIs. Server-to-client requests relayed during a call get ids
+//! `mcpgw~{server}~{id}`, so the client's answer finds its way back to the right upstream.
 
-use super::*;
+use super::jsonrpc::{self, Kind, Message};
+use super::relay::{self, Context, Relay, complete_result, make_private};
+use super::server::{decide_call, decide_server_wide};
+use super::session::{self, Sessions, lock};
+use super::{Body, Error, Proxy, finish, full, request, sse};
+use crate::audit::{Call, CallStart};
+use crate::identity::{Identity, ServerView};
+use crate::policy::{Question, Verdict};
+use crate::upstream::{self, client::Revision};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-/// Separates server and tool in exposed names.
-const SEP: char = '_';
-/// Prefix of relayed server-to-client request ids.
-const RELAY_ID: &str = "mcpgw~";
-/// Open `/mcp` sessions one token may hold; opening more forgets some of its own.
+/// Open `/mcp` sessions one token may hold; opening more forgets its oldest.
 const SESSIONS_PER_TOKEN: usize = 64;
-/// Time an upstream gets to finish an answer the gateway reads whole (lists, prompts, resources).
-const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Pages of a paginated upstream list the gateway follows.
-const MAX_PAGES: usize = 20;
-/// The revision the gateway speaks to upstreams.
-const UPSTREAM_PROTOCOL: &str = "2025-11-25";
-/// Revisions the gateway speaks to clients on `/mcp`.
-const SUPPORTED: &[&str] = &["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"];
+/// What the gateway tells a client about itself.
+const INSTRUCTIONS: &str =
+    "Every tool of every server in this workspace, each under its server's prefix.";
 
 /// The state of the aggregated endpoint.
-#[derive(Default)]
 pub(super) struct Aggregates {
-    /// Client session id → token id, for 2025-11-25 clients.
-    client_sessions: Mutex<HashMap<String, String>>,
-    /// (token id, server) → upstream session id (`None`: the upstream is stateless).
-    upstream_sessions: Mutex<HashMap<(String, String), Option<String>>>,
+    /// The gateway's own 2025-11-25 sessions → token id.
+    client_sessions: Sessions,
     /// Token id → exposed names → (server, original name).
     names: Mutex<HashMap<String, Names>>,
+    /// The gateway as a client of the upstreams.
+    client: upstream::client::Client,
 }
 
 #[derive(Default)]
@@ -49,11 +57,22 @@ struct Names {
     resources: HashMap<String, String>,
 }
 
-/// The exposed name of `name` on `server`.
-pub fn exposed_name(server: &str, name: &str) -> String {
-    let candidate = format!("{server}{SEP}{name}");
+impl Aggregates {
+    pub(super) fn new(client: upstream::client::Client) -> Aggregates {
+        Aggregates {
+            client_sessions: Sessions::new(session::MAX_SESSIONS, SESSIONS_PER_TOKEN),
+            names: Mutex::new(HashMap::new()),
+            client,
+        }
+    }
+}
+
+/// The exposed name of `name` on a server whose prefix is `prefix`.
+pub fn exposed_name(prefix: &str, name: &str) -> String {
+    let candidate = format!("{prefix}{name}");
     let valid = |s: &str| {
-        s.len() <= 64
+        !s.is_empty()
+            && s.len() <= 64
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     };
@@ -70,18 +89,110 @@ pub fn exposed_name(server: &str, name: &str) -> String {
             }
         })
         .collect();
-    if cleaned.len() <= 64 {
-        // Cleaning may collide with a real name; the hash keeps it apart.
-        let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
-        if cleaned.len() + 9 <= 64 {
-            return format!("{cleaned}-{hash}");
-        }
-    }
+    // Cleaning may collide with a real name; the hash keeps it apart.
     let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
-    format!("{}-{hash}", &cleaned[..55])
+    if cleaned.len() + 9 <= 64 {
+        return format!("{cleaned}-{hash}");
+    }
+    let mut cut = 55;
+    while !cleaned.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{hash}", &cleaned[..cut])
+}
+
+/// What one request on `/mcp` is about, read once.
+struct Req<'a> {
+    identity: &'a Arc<Identity>,
+    msg: &'a Message,
+    headers: &'a HeaderMap,
+    revision: Revision,
+    request_id: String,
+}
+
+impl Req<'_> {
+    fn id(&self) -> Option<&Value> {
+        self.msg.id()
+    }
+
+    /// The client's `_meta` (2026-07-28: its version and capabilities travel with each request).
+    fn meta(&self) -> Option<&Value> {
+        self.msg.value.get("params")?.get("_meta")
+    }
+
+    /// A result of the gateway's own, complete for the client's revision.
+    fn result(&self, mut result: Map<String, Value>) -> Response<Body> {
+        if self.revision == Revision::Modern {
+            complete_result(&mut result);
+            result
+                .entry("_meta")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .map(|m| m.insert("io.modelcontextprotocol/serverInfo".into(), server_info()));
+        }
+        super::error::json(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": self.id().cloned().unwrap_or(Value::Null), "result": result}),
+        )
+    }
+}
+
+fn server_info() -> Value {
+    json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// The revision a request speaks, and for 2026-07-28 its `_meta` checked: version and
+/// capabilities present (else -32602), the version the header's and one the gateway speaks.
+fn revision_of(headers: &HeaderMap, msg: &Message) -> Result<Revision, Error> {
+    let meta_version = msg
+        .value
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"));
+    if !request::is_modern(headers) && meta_version.is_none() {
+        return Ok(Revision::Legacy);
+    }
+    if msg.kind != Kind::Request {
+        return Ok(Revision::Modern);
+    }
+    let meta = msg
+        .value
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::InvalidMeta("params._meta is required".into()))?;
+    let version = meta
+        .get("io.modelcontextprotocol/protocolVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            Error::InvalidMeta("io.modelcontextprotocol/protocolVersion must be a string".into())
+        })?;
+    if !meta
+        .get("io.modelcontextprotocol/clientCapabilities")
+        .is_some_and(Value::is_object)
+    {
+        return Err(Error::InvalidMeta(
+            "io.modelcontextprotocol/clientCapabilities must be an object".into(),
+        ));
+    }
+    let header = headers
+        .get(&upstream::MCP_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok());
+    if header.is_some_and(|h| h != version) {
+        return Err(Error::HeaderMismatch(format!(
+            "MCP-Protocol-Version header {header:?} does not match _meta's {version:?}"
+        )));
+    }
+    if version < request::MODERN || !request::SUPPORTED.contains(&version) {
+        return Err(Error::UnsupportedVersion(
+            version.chars().take(32).collect(),
+        ));
+    }
+    Ok(Revision::Modern)
 }
 
 impl Proxy {
+    /// One request to `/mcp`.
     pub(super) async fn aggregate(
         &self,
         req: Request<Incoming>,
@@ -89,443 +200,327 @@ impl Proxy {
         request_id: String,
         received: Instant,
     ) -> Response<Body> {
-        let client_session = req
-            .headers()
-            .get(&upstream::MCP_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if let Some(s) = &client_session {
-            let owner = lock(&self.aggregates.client_sessions).get(s).cloned();
-            if owner.as_deref() != Some(identity.token_id.as_str()) {
-                return http_error(
-                    StatusCode::NOT_FOUND,
-                    code::INVALID_REQUEST,
-                    "session not found",
-                );
-            }
+        let session = match request::session_id(req.headers()) {
+            Ok(s) => s,
+            Err(e) => return finish(Err(e), None, None, false),
+        };
+        if let Some(s) = &session
+            && !self
+                .aggregates
+                .client_sessions
+                .owned_by(s, &identity.token_id)
+        {
+            return finish(Err(Error::SessionNotFound), None, None, false);
         }
         match *req.method() {
             Method::POST => {}
             Method::DELETE => {
-                if let Some(s) = client_session {
-                    lock(&self.aggregates.client_sessions).remove(&s);
+                if let Some(s) = &session {
+                    self.aggregates.client_sessions.forget(s);
                 }
-                return json_response(StatusCode::OK, &json!({}));
+                return super::error::json(StatusCode::OK, &json!({}));
             }
-            Method::GET => {
-                let mut resp = http_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    code::INVALID_REQUEST,
-                    "the aggregated endpoint has no GET stream",
-                );
-                resp.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
-                return resp;
-            }
+            Method::GET if session.is_some() => return self.listen_legacy(&identity).await,
             _ => {
-                return http_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    code::INVALID_REQUEST,
-                    "use POST",
+                return finish(
+                    Err(Error::MethodNotAllowed("POST, DELETE")),
+                    None,
+                    None,
+                    false,
                 );
             }
         }
-        let (_parts, _body, msg) = match self.read_message(req).await {
+        let (parts, msg) = match request::read_message(req, &self.limits).await {
             Ok(read) => read,
-            Err(refusal) => return refusal,
+            Err(e) => return finish(Err(e), None, None, false),
         };
-        let span = tracing::Span::current();
         if let Some(m) = msg.method() {
-            span.record("method", m);
+            tracing::Span::current().record("method", m);
         }
-        let id = msg.id().cloned();
-        match (&msg.kind, msg.method()) {
+        let is_request = msg.kind == Kind::Request;
+        let revision = match revision_of(&parts.headers, &msg) {
+            Ok(r) => r,
+            Err(e) => return finish(Err(e), None, msg.id(), false),
+        };
+        let r = Req {
+            identity: &identity,
+            msg: &msg,
+            headers: &parts.headers,
+            revision,
+            request_id,
+        };
+        let call = if is_request && msg.method() == Some("tools/call") {
+            let start = CallStart {
+                workspace: &identity.principal.workspace,
+                member: identity.principal.member.as_deref(),
+                token_id: &identity.token_id,
+                server: "",
+                tool: msg.param_str("name").unwrap_or_default(),
+                request_id: &r.request_id,
+                session_id: session.as_deref(),
+                received,
+            };
+            match self.audit.begin_call(&start) {
+                Ok(call) => call,
+                Err(full) => return finish(Err(full.into()), None, msg.id(), true),
+            }
+        } else {
+            None
+        };
+        let result = self.dispatch(&r, call.clone()).await;
+        finish(result, call, msg.id(), is_request)
+    }
+
+    /// One message on `/mcp`, by what it asks.
+    async fn dispatch(
+        &self,
+        r: &Req<'_>,
+        call: Option<Arc<Call>>,
+    ) -> Result<Response<Body>, Error> {
+        let method = match (&r.msg.kind, r.msg.method()) {
             (Kind::Notification, _) => {
-                let mut resp = Response::new(full(Bytes::new()));
+                let mut resp = Response::new(full(bytes::Bytes::new()));
                 *resp.status_mut() = StatusCode::ACCEPTED;
-                resp
+                return Ok(resp);
             }
-            (Kind::Response, _) => self.relay_reply(&identity, &msg).await,
-            (Kind::Request, Some("initialize")) => self.initialize(&identity, &msg),
-            (Kind::Request, Some("server/discover")) => rpc_result(id.as_ref(), discover_result()),
-            (Kind::Request, Some("ping")) => rpc_result(id.as_ref(), json!({})),
-            (Kind::Request, Some("tools/list")) => {
-                let tools = self.list_tools(&identity, &request_id).await;
-                rpc_result(id.as_ref(), json!({ "tools": tools }))
-            }
-            (Kind::Request, Some("prompts/list")) => {
-                let prompts = self.list_named(&identity, "prompts").await;
-                rpc_result(id.as_ref(), json!({ "prompts": prompts }))
-            }
-            (Kind::Request, Some("resources/list")) => {
-                let resources = self.list_named(&identity, "resources").await;
-                rpc_result(id.as_ref(), json!({ "resources": resources }))
-            }
-            (Kind::Request, Some("resources/templates/list")) => {
-                let templates = self.list_named(&identity, "resourceTemplates").await;
-                rpc_result(id.as_ref(), json!({ "resourceTemplates": templates }))
-            }
-            (Kind::Request, Some("tools/call")) => {
-                let exposed = msg.param_str("name").unwrap_or_default();
-                let start = CallStart {
-                    workspace: &identity.principal.workspace,
-                    member: identity.principal.member.as_deref(),
-                    token_id: &identity.token_id,
-                    server: "",
-                    tool: exposed,
-                    request_id: &request_id,
-                    session_id: client_session.as_deref(),
-                    received,
-                };
-                let call = match self.audit.begin_call(&start) {
-                    Ok(call) => call,
-                    Err(full) => {
-                        return rpc_error(id.as_ref(), code::INTERNAL_ERROR, &full.to_string());
-                    }
-                };
-                let resp = self
-                    .call_tool(&identity, &msg, request_id, call.clone())
-                    .await;
-                tracked(resp, call)
-            }
-            (Kind::Request, Some("prompts/get")) => {
-                let name = msg.param_str("name").unwrap_or_default();
-                let target = lock(&self.aggregates.names)
-                    .get(&identity.token_id)
-                    .and_then(|n| n.prompts.get(name).cloned());
-                match target.or_else(|| split_name(name)) {
-                    Some((server, prompt)) => {
-                        self.forward_renamed(&identity, &msg, &server, Some(&prompt))
-                            .await
-                    }
-                    None => rpc_error(
-                        id.as_ref(),
-                        code::INVALID_PARAMS,
-                        &format!("Unknown prompt: {name}"),
-                    ),
-                }
-            }
-            (Kind::Request, Some("resources/read")) => {
-                let uri = msg.param_str("uri").unwrap_or_default();
-                let server = lock(&self.aggregates.names)
-                    .get(&identity.token_id)
-                    .and_then(|n| n.resources.get(uri).cloned());
-                match server {
-                    Some(server) => self.forward_renamed(&identity, &msg, &server, None).await,
-                    None => rpc_error(
-                        id.as_ref(),
-                        code::INVALID_PARAMS,
-                        &format!("Unknown resource: {uri} (list resources first)"),
-                    ),
-                }
-            }
-            (Kind::Request, Some(other)) => {
-                rpc_error(id.as_ref(), -32601, &format!("Method not found: {other}"))
-            }
+            (Kind::Response, _) => return self.relay_reply(r).await,
+            (Kind::Request, Some(m)) => m,
             (Kind::Request, None) => {
-                rpc_error(id.as_ref(), code::INVALID_REQUEST, "missing method")
+                return Err(Error::Message(jsonrpc::Error::Invalid("missing method")));
             }
+        };
+        let mut empty = Map::new();
+        match method {
+            "initialize" => self.initialize(r),
+            "server/discover" => Ok(r.result(discover_result())),
+            "ping" => Ok(r.result(Map::new())),
+            "logging/setLevel" => {
+                // Every server gets the level; the gateway's own answer is empty.
+                self.broadcast(r).await;
+                Ok(r.result(Map::new()))
+            }
+            "tools/list" => {
+                let (tools, ttl) = self.list_tools(r).await;
+                empty.insert("tools".into(), Value::Array(tools));
+                Ok(r.result(list_result(empty, ttl)))
+            }
+            "prompts/list" | "resources/list" | "resources/templates/list" => {
+                let field = match method {
+                    "prompts/list" => "prompts",
+                    "resources/list" => "resources",
+                    _ => "resourceTemplates",
+                };
+                let (items, ttl) = self.list_named(r, method, field).await;
+                empty.insert(field.into(), Value::Array(items));
+                Ok(r.result(list_result(empty, ttl)))
+            }
+            "tools/call" => self.call_tool(r, call).await,
+            "prompts/get" => {
+                let name = r.msg.param_str("name").unwrap_or_default();
+                let (server, prompt) = self
+                    .resolve(r, name, |n| &n.prompts, "prompts/list", "prompts")
+                    .await
+                    .ok_or_else(|| Error::UnknownPrompt(name.to_owned()))?;
+                self.forward_to(r, &server, Some(&prompt)).await
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = r.msg.param_str("uri").unwrap_or_default();
+                let server = self
+                    .resource_server(r, uri)
+                    .await
+                    .ok_or_else(|| Error::UnknownResource(uri.to_owned()))?;
+                self.forward_to(r, &server, None).await
+            }
+            "completion/complete" => {
+                let reference = r.msg.value.get("params").and_then(|p| p.get("ref"));
+                let kind = reference
+                    .and_then(|v| v.get("type"))
+                    .and_then(Value::as_str);
+                match kind {
+                    Some("ref/prompt") => {
+                        let name = reference
+                            .and_then(|v| v.get("name"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let (server, prompt) = self
+                            .resolve(r, name, |n| &n.prompts, "prompts/list", "prompts")
+                            .await
+                            .ok_or_else(|| Error::UnknownPrompt(name.to_owned()))?;
+                        self.forward_completion(r, &server, &prompt).await
+                    }
+                    _ => {
+                        let uri = reference
+                            .and_then(|v| v.get("uri"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let server = self
+                            .resource_server(r, uri)
+                            .await
+                            .ok_or_else(|| Error::UnknownResource(uri.to_owned()))?;
+                        self.forward_to(r, &server, None).await
+                    }
+                }
+            }
+            "subscriptions/listen" => self.listen_modern(r).await,
+            other if r.revision == Revision::Modern => Err(Error::NoSuchMethod(other.to_owned())),
+            other => Err(Error::MethodNotFound(other.to_owned())),
         }
     }
 
-    fn initialize(&self, identity: &Identity, msg: &Message) -> Response<Body> {
-        let asked = msg
+    fn initialize(&self, r: &Req<'_>) -> Result<Response<Body>, Error> {
+        let asked = r
+            .msg
             .value
             .get("params")
             .and_then(|p| p.get("protocolVersion"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        let version = if SUPPORTED[1..].contains(&asked) {
+        let version = if request::SUPPORTED[1..].contains(&asked) {
             asked
         } else {
-            UPSTREAM_PROTOCOL
+            upstream::client::LEGACY
         };
+        if self.aggregates.client_sessions.len() >= session::MAX_SESSIONS {
+            return Err(Error::TooManySessions);
+        }
         let mut seed = [0u8; 16];
         let _ = getrandom::fill(&mut seed);
         let session = hex::encode(seed);
-        {
-            // Bounded per token: one member opening sessions in a loop only forgets their own.
-            let mut sessions = lock(&self.aggregates.client_sessions);
-            let mine: Vec<String> = sessions
-                .iter()
-                .filter(|(_, t)| **t == identity.token_id)
-                .map(|(s, _)| s.clone())
-                .collect();
-            if mine.len() >= SESSIONS_PER_TOKEN {
-                for s in mine.iter().take(mine.len() + 1 - SESSIONS_PER_TOKEN) {
-                    sessions.remove(s);
-                }
-            }
-            if sessions.len() >= MAX_SESSIONS {
-                return rpc_error(
-                    msg.id(),
-                    code::INTERNAL_ERROR,
-                    "too many open sessions; try again later",
-                );
-            }
-            sessions.insert(session.clone(), identity.token_id.clone());
-        }
-        let result = json!({
-            "protocolVersion": version,
-            "capabilities": capabilities(),
-            "serverInfo": {"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": "Every tool of every server in this workspace, named SERVER_TOOL.",
-        });
-        let mut resp = rpc_result(msg.id(), result);
+        self.aggregates
+            .client_sessions
+            .bind(session.clone(), &r.identity.token_id);
+        let mut result = Map::new();
+        result.insert("protocolVersion".into(), json!(version));
+        result.insert("capabilities".into(), capabilities());
+        result.insert("serverInfo".into(), server_info());
+        result.insert("instructions".into(), json!(INSTRUCTIONS));
+        let mut resp = r.result(result);
         if let Ok(v) = HeaderValue::from_str(&session) {
-            resp.headers_mut().insert("mcp-session-id", v);
+            resp.headers_mut()
+                .insert(upstream::MCP_SESSION_ID.clone(), v);
         }
-        resp
+        Ok(resp)
     }
 
-    /// Sends `body` to `server` in this token's upstream session, opening it (or re-opening it
-    /// once, when the upstream says 404) as needed.
-    async fn upstream_send(
-        &self,
-        identity: &Identity,
-        server: &ServerView,
-        body: &Value,
-    ) -> Result<Response<Incoming>, SendError> {
-        let key = (identity.token_id.clone(), server.name.clone());
-        for attempt in 0..2 {
-            let cached = lock(&self.aggregates.upstream_sessions).get(&key).cloned();
-            let session = match cached {
-                Some(s) => s,
-                None => {
-                    let s = self.open_upstream(server).await.map_err(SendError::Other)?;
-                    lock(&self.aggregates.upstream_sessions).insert(key.clone(), s.clone());
-                    s
-                }
-            };
-            let headers = upstream_headers(session.as_deref());
-            let resp = self
-                .upstream
-                .forward(
-                    server,
-                    Method::POST,
-                    &headers,
-                    Bytes::from(body.to_string()),
-                )
-                .await
-                .map_err(SendError::Upstream)?;
-            if resp.status() == StatusCode::NOT_FOUND && session.is_some() && attempt == 0 {
-                lock(&self.aggregates.upstream_sessions).remove(&key);
-                continue;
-            }
-            return Ok(resp);
-        }
-        Err(SendError::Other(format!(
-            "upstream {} keeps losing its session",
-            server.name
-        )))
-    }
-
-    async fn open_upstream(&self, server: &ServerView) -> Result<Option<String>, String> {
-        let init = json!({"jsonrpc": "2.0", "id": "mcpgw-init", "method": "initialize", "params": {
-            "protocolVersion": UPSTREAM_PROTOCOL, "capabilities": {},
-            "clientInfo": {"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")}}});
-        let resp = self
-            .upstream
-            .forward(
-                server,
-                Method::POST,
-                &upstream_headers(None),
-                Bytes::from(init.to_string()),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!(
-                "upstream {} refused initialize ({})",
-                server.name,
-                resp.status()
-            ));
-        }
-        let session = resp
-            .headers()
-            .get(&upstream::MCP_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let answer = self.read_answer(resp, &json!("mcpgw-init")).await?;
-        if answer.get("error").is_some() {
-            return Err(format!(
-                "upstream {} refused initialize: {}",
-                server.name, answer["error"]
-            ));
-        }
-        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let _ = self
-            .upstream
-            .forward(
-                server,
-                Method::POST,
-                &upstream_headers(session.as_deref()),
-                Bytes::from(done.to_string()),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(session)
-    }
-
-    /// The JSON-RPC response with `id` from a JSON or SSE answer (bounded).
-    async fn read_answer(&self, resp: Response<Incoming>, id: &Value) -> Result<Value, String> {
-        let sse = upstream::is_event_stream(resp.headers());
-        let collect = Limited::new(resp.into_body(), self.limits.max_rewrite_bytes).collect();
-        let bytes = tokio::time::timeout(ANSWER_TIMEOUT, collect)
-            .await
-            .map_err(|_| format!("upstream answer not complete within {ANSWER_TIMEOUT:?}"))?
-            .map_err(|e| format!("upstream answer unreadable: {e}"))?
-            .to_bytes();
-        if !sse {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| format!("upstream answer is not JSON: {e}"));
-        }
-        let text = String::from_utf8_lossy(&bytes).replace("\r\n", "\n");
-        for event in text.split("\n\n") {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n"))
-                && v.get("id") == Some(id)
-            {
-                return Ok(v);
-            }
-        }
-        Err("upstream stream ended without an answer".into())
-    }
-
-    /// Every page of `{kind}/list` from one server.
-    async fn list_one(
-        &self,
-        identity: &Identity,
-        server: &ServerView,
-        kind: &str,
-    ) -> Result<Vec<Value>, String> {
-        let method = match kind {
-            "resourceTemplates" => "resources/templates/list".to_owned(),
-            k => format!("{k}/list"),
-        };
-        let mut items = Vec::new();
-        let mut cursor: Option<Value> = None;
-        for page in 0..MAX_PAGES {
-            let id = json!(format!(
-                "mcpgw-list-{}-{page}",
-                self.next_request.fetch_add(1, Ordering::Relaxed)
-            ));
-            let mut req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}});
-            if let Some(c) = &cursor {
-                req["params"]["cursor"] = c.clone();
-            }
-            let resp = self
-                .upstream_send(identity, server, &req)
-                .await
-                .map_err(|e| e.to_string())?;
-            let answer = self.read_answer(resp, &id).await?;
-            if let Some(e) = answer.get("error") {
-                // A server without prompts or resources says method-not-found: nothing to list.
-                if e.get("code").and_then(Value::as_i64) == Some(-32601) {
-                    return Ok(items);
-                }
-                return Err(format!("upstream {} {method} failed: {e}", server.name));
-            }
-            if let Some(list) = answer
-                .pointer(&format!("/result/{kind}"))
-                .and_then(Value::as_array)
-            {
-                items.extend(list.iter().cloned());
-            }
-            match answer.pointer("/result/nextCursor") {
-                Some(c) if !c.is_null() => cursor = Some(c.clone()),
-                _ => break,
-            }
-        }
-        Ok(items)
-    }
-
-    /// Lists `kind` on every server of the workspace concurrently, in server-name order. A server
-    /// that fails is left out (and logged): one broken upstream must not hide the others.
-    async fn list_every(&self, identity: &Identity, kind: &str) -> Vec<(String, Vec<Value>)> {
-        let servers: BTreeMap<&String, &ServerView> = identity
+    /// The workspace's servers in name order.
+    fn servers<'a>(&self, r: &'a Req<'_>) -> BTreeMap<&'a str, &'a Arc<ServerView>> {
+        r.identity
             .workspace
             .servers
             .iter()
-            .map(|(name, server)| (name, &**server))
-            .collect();
-        let lists = futures_util::future::join_all(
-            servers.values().map(|s| self.list_one(identity, s, kind)),
-        )
-        .await;
-        servers
-            .keys()
-            .zip(lists)
-            .filter_map(|(name, list)| match list {
-                Ok(items) => Some(((*name).clone(), items)),
-                Err(e) => {
-                    tracing::warn!(server = %name, error = %e, "left out of the aggregated list");
-                    None
-                }
-            })
+            .map(|(name, s)| (name.as_str(), s))
             .collect()
     }
 
-    async fn list_tools(&self, identity: &Arc<Identity>, request_id: &str) -> Vec<Value> {
+    /// `method` (a list) on every server concurrently, in server-name order, with the smallest
+    /// TTL any gave. A server that fails is left out (and logged): one broken upstream must not
+    /// hide the others.
+    async fn list_every(
+        &self,
+        r: &Req<'_>,
+        method: &str,
+        field: &str,
+    ) -> (Vec<(Arc<ServerView>, Vec<Value>)>, Option<u64>) {
+        let servers = self.servers(r);
+        let lists = futures_util::future::join_all(servers.values().map(|s| async {
+            let revision = self.aggregates.client.revision(s, r.revision).await;
+            self.aggregates
+                .client
+                .list(&r.identity.token_id, s, method, field, revision, r.meta())
+                .await
+        }))
+        .await;
+        let mut ttl: Option<u64> = None;
+        let mut out = Vec::new();
+        for (server, list) in servers.values().zip(lists) {
+            match list {
+                Ok(listed) => {
+                    if let Some(t) = listed.ttl_ms {
+                        ttl = Some(ttl.map_or(t, |m| m.min(t)));
+                    }
+                    out.push(((*server).clone(), listed.items));
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, error = %e, "left out of the aggregated list");
+                }
+            }
+        }
+        (out, ttl)
+    }
+
+    async fn list_tools(&self, r: &Req<'_>) -> (Vec<Value>, Option<u64>) {
         let chain = self.policies.chain();
         let mut out = Vec::new();
-        let mut names = HashMap::new();
-        for (server, tools) in self.list_every(identity, "tools").await {
+        let mut names: HashMap<String, (String, String)> = HashMap::new();
+        let (lists, ttl) = self.list_every(r, "tools/list", "tools").await;
+        for (server, tools) in lists {
             for mut tool in tools {
                 let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
                     continue;
                 };
                 let q = Question {
-                    request_id,
-                    principal: &identity.principal,
-                    server: &server,
+                    request_id: &r.request_id,
+                    principal: &r.identity.principal,
+                    server: &server.name,
                     tool: &name,
                     arguments: None,
                 };
                 if let Verdict::Deny(_) = chain.decide(&q)
-                    && identity.workspace.enforce
+                    && r.identity.workspace.enforce
                 {
                     continue;
                 }
-                let exposed = exposed_name(&server, &name);
+                let exposed = exposed_name(&server.prefix, &name);
+                if let Some((other, _)) = names.get(&exposed) {
+                    tracing::warn!(name = %exposed, kept = %other, hidden = %server.name, "two servers expose the same name; the later is hidden");
+                    continue;
+                }
                 tool["name"] = json!(exposed);
-                names.insert(exposed, (server.clone(), name));
+                names.insert(exposed, (server.name.clone(), name));
                 out.push(tool);
             }
         }
         lock(&self.aggregates.names)
-            .entry(identity.token_id.clone())
+            .entry(r.identity.token_id.clone())
             .or_default()
             .tools = names;
-        out
+        (out, ttl)
     }
 
-    async fn list_named(&self, identity: &Identity, kind: &str) -> Vec<Value> {
+    async fn list_named(
+        &self,
+        r: &Req<'_>,
+        method: &str,
+        field: &str,
+    ) -> (Vec<Value>, Option<u64>) {
         let mut out = Vec::new();
         let (mut prompts, mut resources) = (HashMap::new(), HashMap::new());
-        for (server, items) in self.list_every(identity, kind).await {
-            if !self.server_wide(identity, &server) {
+        let (lists, ttl) = self.list_every(r, method, field).await;
+        for (server, items) in lists {
+            if !self.server_wide(r.identity, &server.name) {
                 continue;
             }
             for mut item in items {
-                match kind {
+                match field {
                     "prompts" => {
                         let Some(name) =
                             item.get("name").and_then(Value::as_str).map(str::to_owned)
                         else {
                             continue;
                         };
-                        let exposed = exposed_name(&server, &name);
+                        let exposed = exposed_name(&server.prefix, &name);
+                        if prompts.contains_key(&exposed) {
+                            tracing::warn!(name = %exposed, hidden = %server.name, "two servers expose the same prompt name; the later is hidden");
+                            continue;
+                        }
                         item["name"] = json!(exposed);
-                        prompts.insert(exposed, (server.clone(), name));
+                        prompts.insert(exposed, (server.name.clone(), name));
                     }
                     "resources" => {
                         if let Some(uri) = item.get("uri").and_then(Value::as_str) {
-                            resources.insert(uri.to_owned(), server.clone());
+                            resources
+                                .entry(uri.to_owned())
+                                .or_insert_with(|| server.name.clone());
                         }
                     }
                     _ => {}
@@ -534,68 +529,103 @@ impl Proxy {
             }
         }
         let mut all = lock(&self.aggregates.names);
-        let names = all.entry(identity.token_id.clone()).or_default();
-        match kind {
+        let names = all.entry(r.identity.token_id.clone()).or_default();
+        match field {
             "prompts" => names.prompts = prompts,
             "resources" => names.resources = resources,
             _ => {}
         }
-        out
+        (out, ttl)
     }
 
+    /// The server and name behind an exposed tool or prompt name: from the caller's last
+    /// listing, else from the servers' prefixes (the longest that fits; the one server without
+    /// a prefix), else by listing afresh (a stateless client may never have listed here).
+    async fn resolve(
+        &self,
+        r: &Req<'_>,
+        exposed: &str,
+        table: fn(&Names) -> &HashMap<String, (String, String)>,
+        method: &str,
+        field: &str,
+    ) -> Option<(String, String)> {
+        let known = |this: &Self| {
+            lock(&this.aggregates.names)
+                .get(&r.identity.token_id)
+                .and_then(|n| table(n).get(exposed).cloned())
+        };
+        if let Some(hit) = known(self) {
+            return Some(hit);
+        }
+        let servers = self.servers(r);
+        let prefixed = servers
+            .values()
+            .filter(|s| {
+                !s.prefix.is_empty()
+                    && exposed.len() > s.prefix.len()
+                    && exposed.starts_with(&s.prefix)
+            })
+            .max_by_key(|s| s.prefix.len());
+        if let Some(s) = prefixed {
+            return Some((s.name.clone(), exposed[s.prefix.len()..].to_owned()));
+        }
+        match field {
+            "tools" => {
+                self.list_tools(r).await;
+            }
+            _ => {
+                self.list_named(r, method, field).await;
+            }
+        }
+        known(self)
+    }
+
+    /// The server that listed `uri`; listing afresh when this caller has not listed it.
+    async fn resource_server(&self, r: &Req<'_>, uri: &str) -> Option<String> {
+        let known = |this: &Self| {
+            lock(&this.aggregates.names)
+                .get(&r.identity.token_id)
+                .and_then(|n| n.resources.get(uri).cloned())
+        };
+        if let Some(s) = known(self) {
+            return Some(s);
+        }
+        let servers = self.servers(r);
+        if servers.len() == 1 {
+            return servers.keys().next().map(|s| (*s).to_owned());
+        }
+        self.list_named(r, "resources/list", "resources").await;
+        known(self)
+    }
+
+    /// Decide → forward → relay, for a `tools/call`.
     async fn call_tool(
         &self,
-        identity: &Arc<Identity>,
-        msg: &Message,
-        request_id: String,
+        r: &Req<'_>,
         call: Option<Arc<Call>>,
-    ) -> Response<Body> {
-        let exposed = msg.param_str("name").unwrap_or_default().to_owned();
-        let target = lock(&self.aggregates.names)
-            .get(&identity.token_id)
-            .and_then(|n| n.tools.get(&exposed).cloned());
-        let unknown = || {
-            if let Some(call) = &call {
-                call.finish(Status::Denied, Some(code::INVALID_PARAMS.to_string()));
-            }
-        };
-        let Some((server_name, tool)) = target.or_else(|| split_name(&exposed)) else {
-            unknown();
-            return rpc_error(
-                msg.id(),
-                code::INVALID_PARAMS,
-                &format!("Unknown tool: {exposed}"),
-            );
-        };
-        let Some(server) = identity.workspace.servers.get(&server_name).cloned() else {
-            unknown();
-            return rpc_error(
-                msg.id(),
-                code::INVALID_PARAMS,
-                &format!("Unknown tool: {exposed}"),
-            );
-        };
+    ) -> Result<Response<Body>, Error> {
+        let exposed = r.msg.param_str("name").unwrap_or_default().to_owned();
+        let (server_name, tool) = self
+            .resolve(r, &exposed, |n| &n.tools, "tools/list", "tools")
+            .await
+            .ok_or_else(|| Error::UnknownTool(exposed.clone()))?;
+        let server = r
+            .identity
+            .workspace
+            .servers
+            .get(&server_name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTool(exposed.clone()))?;
         if let Some(call) = &call {
             call.target(&server_name, &tool);
         }
         let span = tracing::Span::current();
         span.record("server", server_name.as_str());
         span.record("tool", tool.as_str());
-        let chain = self.policies.chain();
-        let ctx = Context {
-            chain: chain.clone(),
-            identity: identity.clone(),
-            server: server_name.clone(),
-            rpc_id: json!(format!("mcpgw-{request_id}")),
-            client_id: msg.id().cloned().unwrap_or(Value::Null),
-            request_id,
-            call,
-        };
-        let arguments = msg.arguments_json();
-        if let Some(refusal) = self.decide_call(&ctx, msg, &tool, &arguments, &exposed) {
-            return refusal;
-        }
-        let relay = if chain.inspects_results() {
+        let ctx = self.aggregated_context(r, &server, call);
+        let arguments = r.msg.arguments_json();
+        decide_call(&ctx, &tool, &arguments, &exposed)?;
+        let relay = if ctx.chain.inspects_results() {
             Relay::InspectResult {
                 tool: tool.clone(),
                 arguments,
@@ -603,27 +633,112 @@ impl Proxy {
         } else {
             Relay::Stream
         };
-        let mut body = legacy_body(msg);
-        body["params"]["name"] = json!(tool);
+        self.send(r, &server, Some(&tool), relay, ctx, true).await
+    }
+
+    fn aggregated_context(
+        &self,
+        r: &Req<'_>,
+        server: &ServerView,
+        call: Option<Arc<Call>>,
+    ) -> Context {
+        let rpc_id = relay::gateway_id(&r.request_id, r.id().unwrap_or(&Value::Null));
+        Context {
+            chain: self.policies.chain(),
+            identity: r.identity.clone(),
+            server: server.name.clone(),
+            request_id: r.request_id.clone(),
+            rpc_id,
+            client_id: r.id().cloned().unwrap_or(Value::Null),
+            call,
+            aggregated: true,
+        }
+    }
+
+    /// The client's message, renamed to what `server` knows (`params.name`, when given), sent in
+    /// the revision the server speaks, and its answer relayed.
+    async fn send(
+        &self,
+        r: &Req<'_>,
+        server: &ServerView,
+        name: Option<&str>,
+        relay: Relay,
+        ctx: Context,
+        tool_call: bool,
+    ) -> Result<Response<Body>, Error> {
+        let revision = self.aggregates.client.revision(server, r.revision).await;
+        let mut body = Value::Object(r.msg.value.clone());
+        if revision == Revision::Legacy {
+            // A 2026-07-28 client's per-request metadata is the gateway's business, not a
+            // session upstream's.
+            if let Some(meta) = body
+                .pointer_mut("/params/_meta")
+                .and_then(Value::as_object_mut)
+            {
+                meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+            }
+        }
+        if let Some(n) = name {
+            body["params"]["name"] = json!(n);
+        }
         // The upstream session is shared by every client of this token: ids must be the gateway's.
         body["id"] = ctx.rpc_id.clone();
         if let Some(call) = &ctx.call {
             call.upstream_started();
         }
-        let resp = match self.upstream_send(identity, &server, &body).await {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(call) = &ctx.call {
-                    let status = match &e {
-                        SendError::Upstream(u) => upstream_status(u),
-                        SendError::Other(_) => Status::UpstreamError,
-                    };
-                    call.finish(status, Some(code::INTERNAL_ERROR.to_string()));
-                }
-                return rpc_error(msg.id(), code::INTERNAL_ERROR, &e.to_string());
-            }
+        let resp = self
+            .aggregates
+            .client
+            .send(&r.identity.token_id, server, &body, revision, r.headers)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "upstream failed"))?;
+        relay::relay(resp, relay, ctx, tool_call, self.limits.max_rewrite_bytes).await
+    }
+
+    /// A prompt, resource or completion request to the server that owns it, for members whose
+    /// grants cover the whole server.
+    async fn forward_to(
+        &self,
+        r: &Req<'_>,
+        server_name: &str,
+        name: Option<&str>,
+    ) -> Result<Response<Body>, Error> {
+        let server = r
+            .identity
+            .workspace
+            .servers
+            .get(server_name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownServer(server_name.to_owned()))?;
+        let ctx = self.aggregated_context(r, &server, None);
+        decide_server_wide(&ctx, r.msg.method().unwrap_or_default())?;
+        self.send(r, &server, name, Relay::Stream, ctx, false).await
+    }
+
+    /// `completion/complete` for a prompt: `params.ref.name` renamed.
+    async fn forward_completion(
+        &self,
+        r: &Req<'_>,
+        server_name: &str,
+        prompt: &str,
+    ) -> Result<Response<Body>, Error> {
+        let mut msg = r.msg.clone();
+        if let Some(reference) = msg
+            .value
+            .get_mut("params")
+            .and_then(|p| p.get_mut("ref"))
+            .and_then(Value::as_object_mut)
+        {
+            reference.insert("name".into(), json!(prompt));
+        }
+        let renamed = Req {
+            identity: r.identity,
+            msg: &msg,
+            headers: r.headers,
+            revision: r.revision,
+            request_id: r.request_id.clone(),
         };
-        self.relay_aggregated(resp, &server_name, relay, ctx).await
+        self.forward_to(&renamed, server_name, None).await
     }
 
     /// Prompts and resources of a server are for members whose grants cover the whole server
@@ -639,235 +754,236 @@ impl Proxy {
         matches!(self.policies.chain().decide(&q), Verdict::Allow) || !identity.workspace.enforce
     }
 
-    /// Forwards a prompt or resource request to `server`, renaming `params.name` when given.
-    async fn forward_renamed(
-        &self,
-        identity: &Identity,
-        msg: &Message,
-        server_name: &str,
-        name: Option<&str>,
-    ) -> Response<Body> {
-        let Some(server) = identity.workspace.servers.get(server_name).cloned() else {
-            return rpc_error(msg.id(), code::INVALID_PARAMS, "unknown server");
-        };
-        if !self.server_wide(identity, server_name) {
-            let why = format!(
-                "prompts and resources of {server_name} need a grant covering the whole server ({server_name}:*)"
-            );
-            return rpc_error(msg.id(), code::INVALID_PARAMS, &why);
-        }
-        let mut body = legacy_body(msg);
-        if let Some(n) = name {
-            body["params"]["name"] = json!(n);
-        }
-        let upstream_id = json!(format!(
-            "mcpgw-fwd-{}",
-            self.next_request.fetch_add(1, Ordering::Relaxed)
-        ));
-        body["id"] = upstream_id.clone();
-        match self.upstream_send(identity, &server, &body).await {
-            Ok(resp) => match self.read_answer(resp, &upstream_id).await {
-                Ok(mut answer) => {
-                    answer["id"] = msg.id().cloned().unwrap_or(Value::Null);
-                    json_response(StatusCode::OK, &answer)
-                }
-                Err(e) => rpc_error(msg.id(), code::INTERNAL_ERROR, &e),
-            },
-            Err(e) => rpc_error(msg.id(), code::INTERNAL_ERROR, &e.to_string()),
-        }
-    }
-
-    /// Streams a tool call's answer back: server-to-client requests get relay ids, the result goes
-    /// through the result phase when a module asks.
-    async fn relay_aggregated(
-        &self,
-        resp: Response<Incoming>,
-        server: &str,
-        relay: Relay,
-        ctx: Context,
-    ) -> Response<Body> {
-        let status = resp.status();
-        let mut headers = upstream::response_headers(resp.headers());
-        headers.remove(&upstream::MCP_SESSION_ID);
-        let sse = upstream::is_event_stream(resp.headers());
-        let server = server.to_owned();
-        let body: Body = if sse {
-            let events = sse::Rewrite::new(resp.into_body(), move |event: &sse::Event<'_>| {
-                let Some(mut value) = event
-                    .data
-                    .as_deref()
-                    .and_then(|data| serde_json::from_str::<Value>(data).ok())
-                else {
-                    return sse::Step::PASS;
-                };
-                if value.get("method").is_some() && value.get("id").is_some() {
-                    let id = value["id"].to_string();
-                    value["id"] = json!(format!("{RELAY_ID}{server}~{id}"));
-                    sse::Step::replace(event.with_data(&value.to_string()))
-                } else if value.get("id") == Some(&ctx.rpc_id) {
-                    ctx.rewrite(&relay, &mut value);
-                    sse::Step::replace(event.with_data(&value.to_string())).last()
-                } else {
-                    sse::Step::PASS
-                }
-            });
-            sse::primed(events, sse::FIRST_EVENT_WAIT).await.boxed()
-        } else {
-            match Limited::new(resp.into_body(), self.limits.max_rewrite_bytes)
-                .collect()
-                .await
-            {
-                Ok(c) => match serde_json::from_slice::<Value>(&c.to_bytes()) {
-                    Ok(mut v) => {
-                        ctx.rewrite(&relay, &mut v);
-                        headers.remove(header::CONTENT_LENGTH);
-                        full(v.to_string())
-                    }
-                    Err(e) => {
-                        if let Some(call) = &ctx.call {
-                            call.finish(Status::UpstreamError, Some("not-json".into()));
-                        }
-                        return rpc_error(
-                            Some(&ctx.client_id),
-                            code::INTERNAL_ERROR,
-                            &format!("upstream answer is not JSON: {e}"),
-                        );
-                    }
-                },
-                Err(e) => {
-                    if let Some(call) = &ctx.call {
-                        call.finish(Status::UpstreamError, Some("unreadable".into()));
-                    }
-                    return rpc_error(
-                        Some(&ctx.client_id),
-                        code::INTERNAL_ERROR,
-                        &format!("upstream answer unreadable: {e}"),
-                    );
-                }
+    /// Sends the client's message (a notification-like request such as `logging/setLevel`) to
+    /// every server; failures are logged.
+    async fn broadcast(&self, r: &Req<'_>) {
+        let servers = self.servers(r);
+        futures_util::future::join_all(servers.values().map(|s| async {
+            let revision = self.aggregates.client.revision(s, r.revision).await;
+            let id = self.aggregates.client.next_id("fwd");
+            let mut body = Value::Object(r.msg.value.clone());
+            body["id"] = id.clone();
+            let sent = self
+                .aggregates
+                .client
+                .send(&r.identity.token_id, s, &body, revision, &HeaderMap::new())
+                .await;
+            let answer = match sent {
+                Ok(resp) => self
+                    .aggregates
+                    .client
+                    .read_answer(resp, &id, s)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = answer {
+                tracing::warn!(server = %s.name, error = %e, "not forwarded");
             }
-        };
-        let mut out = Response::new(body);
-        *out.status_mut() = status;
-        *out.headers_mut() = headers;
-        out
+        }))
+        .await;
     }
 
     /// A client's answer to a relayed server-to-client request goes back to its upstream.
-    async fn relay_reply(&self, identity: &Identity, msg: &Message) -> Response<Body> {
-        let id = msg
+    async fn relay_reply(&self, r: &Req<'_>) -> Result<Response<Body>, Error> {
+        let id = r
             .id()
             .and_then(Value::as_str)
-            .and_then(|s| s.strip_prefix(RELAY_ID));
-        let Some((server_name, original)) = id.and_then(|s| s.split_once('~')) else {
-            return http_error(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_REQUEST,
-                "a response to no request of this gateway",
-            );
-        };
+            .and_then(|s| s.strip_prefix(relay::RELAY_ID));
+        let (server_name, original) = id
+            .and_then(|s| s.split_once('~'))
+            .ok_or(Error::StrayResponse)?;
         let (Some(server), Ok(original)) = (
-            identity.workspace.servers.get(server_name).cloned(),
+            r.identity.workspace.servers.get(server_name).cloned(),
             serde_json::from_str::<Value>(original),
         ) else {
-            return http_error(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_REQUEST,
-                "a response to no request of this gateway",
-            );
+            return Err(Error::StrayResponse);
         };
-        let mut body = Value::Object(msg.value.clone());
+        let mut body = Value::Object(r.msg.value.clone());
         body["id"] = original;
-        match self.upstream_send(identity, &server, &body).await {
-            Ok(resp) => {
-                let mut out = Response::new(full(Bytes::new()));
-                *out.status_mut() = if resp.status().is_success() {
-                    StatusCode::ACCEPTED
-                } else {
-                    resp.status()
-                };
-                out
+        let resp = self
+            .aggregates
+            .client
+            .send(
+                &r.identity.token_id,
+                &server,
+                &body,
+                Revision::Legacy,
+                &HeaderMap::new(),
+            )
+            .await?;
+        let mut out = Response::new(full(bytes::Bytes::new()));
+        *out.status_mut() = if resp.status().is_success() {
+            StatusCode::ACCEPTED
+        } else {
+            resp.status()
+        };
+        Ok(out)
+    }
+}
+
+impl Proxy {
+    /// `subscriptions/listen` (2026-07-28): one stream of the opted-in change notifications of
+    /// every server that speaks the revision, acknowledged by the gateway first and tagged with
+    /// the client's subscription id.
+    async fn listen_modern(&self, r: &Req<'_>) -> Result<Response<Body>, Error> {
+        let id = r.id().cloned().unwrap_or(Value::Null);
+        let filter = r
+            .msg
+            .value
+            .get("params")
+            .and_then(|p| p.get("notifications"))
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": id}, "notifications": filter}});
+        let mut streams = Vec::new();
+        for server in self.servers(r).values() {
+            if self.aggregates.client.revision(server, r.revision).await != Revision::Modern {
+                continue;
             }
-            Err(e) => http_error(
-                StatusCode::BAD_GATEWAY,
-                code::INTERNAL_ERROR,
-                &e.to_string(),
-            ),
+            let mut body = Value::Object(r.msg.value.clone());
+            body["id"] = self.aggregates.client.next_id("listen");
+            match self
+                .aggregates
+                .client
+                .send(
+                    &r.identity.token_id,
+                    server,
+                    &body,
+                    Revision::Modern,
+                    r.headers,
+                )
+                .await
+            {
+                Ok(resp) if upstream::is_event_stream(resp.headers()) => {
+                    let id = id.clone();
+                    streams.push(
+                        sse::Rewrite::new(resp.into_body(), move |event: &sse::Event<'_>| {
+                            retag(event, &id)
+                        })
+                        .boxed(),
+                    );
+                }
+                Ok(resp) => {
+                    tracing::warn!(server = %server.name, status = %resp.status(), "subscriptions/listen not streamed")
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, error = %e, "subscriptions/listen failed")
+                }
+            }
         }
+        Ok(event_stream(&ack, streams))
+    }
+
+    /// The GET stream of a 2025-11-25 session on `/mcp`: every server's stream for this token's
+    /// upstream session, merged; server-to-client requests renamed so replies route back.
+    async fn listen_legacy(&self, identity: &Arc<Identity>) -> Response<Body> {
+        let mut streams = Vec::new();
+        let mut servers: Vec<_> = identity.workspace.servers.values().cloned().collect();
+        servers.sort_by(|a, b| a.name.cmp(&b.name));
+        for server in servers {
+            match self
+                .aggregates
+                .client
+                .get_stream(&identity.token_id, &server)
+                .await
+            {
+                Ok(resp) if upstream::is_event_stream(resp.headers()) => {
+                    let name = server.name.clone();
+                    streams.push(
+                        sse::Rewrite::new(resp.into_body(), move |event: &sse::Event<'_>| {
+                            let Some(mut value) = event
+                                .data
+                                .as_deref()
+                                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                                .filter(|v| v.get("method").is_some() && v.get("id").is_some())
+                            else {
+                                return sse::Step::PASS;
+                            };
+                            let id = value["id"].to_string();
+                            value["id"] = json!(format!("{}{name}~{id}", relay::RELAY_ID));
+                            sse::Step::replace(event.with_data(&value.to_string()))
+                        })
+                        .boxed(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(server = %server.name, error = %e, "no GET stream"),
+            }
+        }
+        event_stream(&Value::Null, streams)
     }
 }
 
-/// Why a message could not be sent to an upstream.
-#[derive(Debug, thiserror::Error)]
-enum SendError {
-    /// The request itself failed.
-    #[error(transparent)]
-    Upstream(upstream::Error),
-    /// Opening the upstream session failed.
-    #[error("{0}")]
-    Other(String),
-}
-
-/// The client's message as the upstream session (2025-11-25) expects it: a 2026-07-28 client's
-/// per-request protocol metadata is the gateway's business, not the upstream's.
-fn legacy_body(msg: &Message) -> Value {
-    let mut body = Value::Object(msg.value.clone());
-    if let Some(meta) = body
-        .pointer_mut("/params/_meta")
-        .and_then(Value::as_object_mut)
-    {
-        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+/// A notification of an upstream's `subscriptions/listen` stream, for the client's: the
+/// upstream's acknowledgment and final answer are the gateway's business; the rest carry the
+/// client's subscription id.
+fn retag(event: &sse::Event<'_>, id: &Value) -> sse::Step {
+    let Some(mut value) = event
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+    else {
+        return sse::Step::PASS;
+    };
+    let method = value.get("method").and_then(Value::as_str).unwrap_or("");
+    if method.is_empty() || method == "notifications/subscriptions/acknowledged" {
+        return sse::Step::replace(bytes::Bytes::new());
     }
-    body
-}
-
-/// `server_tool` split at the first `_`.
-fn split_name(exposed: &str) -> Option<(String, String)> {
-    let (server, tool) = exposed.split_once(SEP)?;
-    (!server.is_empty() && !tool.is_empty()).then(|| (server.to_owned(), tool.to_owned()))
-}
-
-fn upstream_headers(session: Option<&str>) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::ACCEPT,
-        HeaderValue::from_static("application/json, text/event-stream"),
-    );
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        "mcp-protocol-version",
-        HeaderValue::from_static(UPSTREAM_PROTOCOL),
-    );
-    if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
-        h.insert("mcp-session-id", s);
+    if let Some(params) = value.get_mut("params").and_then(Value::as_object_mut) {
+        let meta = params.entry("_meta").or_insert_with(|| json!({}));
+        meta["io.modelcontextprotocol/subscriptionId"] = id.clone();
     }
-    h
+    sse::Step::replace(event.with_data(&value.to_string()))
+}
+
+/// An SSE response: `first` (unless null), then the events of `streams` as they come.
+fn event_stream(first: &Value, streams: Vec<Body>) -> Response<Body> {
+    use futures_util::StreamExt as _;
+    let head = (!first.is_null()).then(|| {
+        Ok(http_body::Frame::data(bytes::Bytes::from(format!(
+            "event: message\ndata: {first}\n\n"
+        ))))
+    });
+    let merged =
+        futures_util::stream::select_all(streams.into_iter().map(http_body_util::BodyStream::new));
+    let all = futures_util::stream::iter(head).chain(merged);
+    let mut resp = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(all)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// A list result: private (filtered per member), with the smallest upstream TTL.
+fn list_result(mut result: Map<String, Value>, ttl: Option<u64>) -> Map<String, Value> {
+    if let Some(t) = ttl {
+        result.insert("ttlMs".into(), json!(t));
+    }
+    make_private(&mut result);
+    result
 }
 
 fn capabilities() -> Value {
-    json!({"tools": {"listChanged": false}, "prompts": {"listChanged": false}, "resources": {"listChanged": false}})
+    json!({"tools": {"listChanged": false}, "prompts": {"listChanged": false},
+           "resources": {"listChanged": false, "subscribe": true}, "completions": {}, "logging": {}})
 }
 
-fn discover_result() -> Value {
-    json!({
-        "resultType": "complete",
-        "supportedVersions": SUPPORTED,
-        "capabilities": capabilities(),
-        "instructions": "Every tool of every server in this workspace, named SERVER_TOOL.",
-        // What this member sees depends on their grants: cache per user, and not for long.
-        "ttlMs": 60_000,
-        "cacheScope": "private",
-        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")}},
-    })
-}
-
-fn rpc_result(id: Option<&Value>, result: Value) -> Response<Body> {
-    json_response(
-        StatusCode::OK,
-        &json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "result": result}),
-    )
+fn discover_result() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("supportedVersions".into(), json!(request::SUPPORTED));
+    m.insert("capabilities".into(), capabilities());
+    m.insert("instructions".into(), json!(INSTRUCTIONS));
+    // What this member sees depends on their grants: cache per user, and not for long.
+    m.insert("ttlMs".into(), json!(60_000));
+    m.insert("cacheScope".into(), json!("private"));
+    m
 }
 
 #[cfg(test)]
@@ -881,26 +997,28 @@ mod tests {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         };
-        assert_eq!(exposed_name("db", "query"), "db_query");
-        assert_eq!(exposed_name("db", "run_query"), "db_run_query");
+        assert_eq!(exposed_name("db_", "query"), "db_query");
+        assert_eq!(exposed_name("db_", "run_query"), "db_run_query");
+        assert_eq!(exposed_name("", "run_query"), "run_query");
         assert_eq!(
-            split_name("db_run_query"),
-            Some(("db".into(), "run_query".into()))
+            exposed_name("x.", "q"),
+            format!("x-q-{}", hex::encode(&Sha256::digest(b"q")[..4]))
         );
-        for (server, tool) in [
-            ("db", "fs.read"),
-            ("db", "a/b c"),
-            ("search", &*"x".repeat(100)),
-            ("s", "ü"),
+        for (prefix, tool) in [
+            ("db_", "fs.read"),
+            ("db_", "a/b c"),
+            ("search_", &*"x".repeat(100)),
+            ("s_", "ü"),
+            ("", "ü".repeat(40).as_str()),
         ] {
-            let e = exposed_name(server, tool);
+            let e = exposed_name(prefix, tool);
             assert!(valid(&e), "{e}");
-            assert!(e.starts_with(&format!("{server}_")), "{e}");
+            assert!(e.starts_with(prefix), "{e}");
         }
-        assert_ne!(exposed_name("db", "a.b"), exposed_name("db", "a-b"));
+        assert_ne!(exposed_name("db_", "a.b"), exposed_name("db_", "a-b"));
         assert_ne!(
-            exposed_name("s", &"x".repeat(100)),
-            exposed_name("s", &"x".repeat(101))
+            exposed_name("s_", &"x".repeat(100)),
+            exposed_name("s_", &"x".repeat(101))
         );
     }
 }

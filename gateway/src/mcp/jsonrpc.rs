@@ -1,6 +1,7 @@
 //! The few JSON-RPC facts the gateway needs from a message: its kind, id and method, and for
 //! `tools/call` the tool name and arguments. The message itself is forwarded byte for byte.
 
+use crate::audit::Outcome;
 use serde_json::{Map, Value, json};
 
 /// JSON-RPC error codes the gateway answers with.
@@ -9,12 +10,16 @@ pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
     /// Not a JSON-RPC 2.0 message.
     pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
     /// Unknown tool (MCP reports unknown tools as invalid params).
     pub const INVALID_PARAMS: i64 = -32602;
     /// The gateway failed (upstream unreachable, timeout, audit backlog).
     pub const INTERNAL_ERROR: i64 = -32603;
     /// `Mcp-Method` / `Mcp-Name` headers disagree with the body (MCP 2026-07-28).
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// A protocol version the server does not speak (MCP 2026-07-28).
+    pub const UNSUPPORTED_VERSION: i64 = -32022;
 }
 
 /// Why a body is not a message we can handle.
@@ -156,26 +161,9 @@ pub struct Answer {
     pub outcome: Outcome,
 }
 
-/// How a call went, as its answer says.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// A result; `is_error` when the tool itself reported a failure (`result.isError`).
-    Result {
-        /// `result.isError` was `true`.
-        is_error: bool,
-    },
-    /// A JSON-RPC error, with its code as written.
-    Error {
-        /// `error.code`, when present.
-        code: Option<String>,
-    },
-    /// Neither: a request or notification from the server, or something malformed.
-    Other,
-}
-
-impl Outcome {
+impl Answer {
     /// The outcome an already parsed answer reports.
-    pub fn of_value(answer: &Value) -> Outcome {
+    pub fn outcome_of(answer: &Value) -> Outcome {
         if let Some(e) = answer.get("error") {
             Outcome::Error {
                 code: e.get("code").map(Value::to_string),
@@ -188,9 +176,7 @@ impl Outcome {
             Outcome::Other
         }
     }
-}
 
-impl Answer {
     /// Reads the id and outcome of one JSON message. Everything else is skipped over (and
     /// validated as JSON) without being kept.
     pub fn read(text: &[u8]) -> Result<Answer, serde_json::Error> {
@@ -234,12 +220,13 @@ pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
 }
 
-/// A tool result that reports an error to the model (so it can correct itself).
+/// A tool result that reports an error to the model (so it can correct itself). It is complete
+/// (`resultType`, which 2026-07-28 requires and earlier revisions ignore).
 pub fn tool_error_result(id: Option<&Value>, text: &str) -> Value {
     json!({
         "jsonrpc": "2.0",
         "id": id.cloned().unwrap_or(Value::Null),
-        "result": {"content": [{"type": "text", "text": text}], "isError": true}
+        "result": {"content": [{"type": "text", "text": text}], "isError": true, "resultType": "complete"}
     })
 }
 
@@ -308,7 +295,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":2,"error":{"message":"no code"}}"#,
         ] {
             let v: Value = serde_json::from_str(t).unwrap();
-            assert_eq!(read(t).outcome, Outcome::of_value(&v), "{t}");
+            assert_eq!(read(t).outcome, Answer::outcome_of(&v), "{t}");
         }
     }
 

@@ -118,6 +118,21 @@ fn parse_event(raw: &[u8]) -> Event<'_> {
     Event { raw, data, id }
 }
 
+/// The complete events of a whole SSE body read at once (an answer the gateway collected), in
+/// order; a trailing event without its blank line counts too.
+pub fn events(body: &[u8]) -> impl Iterator<Item = Event<'_>> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = event_end(rest, 0).unwrap_or(rest.len());
+        let (event, tail) = rest.split_at(end);
+        rest = tail;
+        Some(parse_event(event))
+    })
+}
+
 /// Finds the end of the first complete event (index just past its blank line), looking from
 /// `from` on; line ends may be `\n`, `\r\n` or `\r`.
 fn event_end(buf: &[u8], from: usize) -> Option<usize> {

@@ -1,5 +1,7 @@
-//! Forwarding to upstream MCP servers: one pooled HTTP client for all of them, the server's
+//! Forwarding to upstream MCP servers (the gateway as an MCP client of them: `client.rs`): one pooled HTTP client for all of them, the server's
 //! configured headers added, the client's token and hop-by-hop headers never passed on.
+
+pub mod client;
 
 use crate::identity::ServerView;
 use bytes::Bytes;
@@ -35,6 +37,22 @@ pub enum Error {
     /// Connecting or sending failed.
     #[error("upstream {server} unreachable: {reason}")]
     Unreachable {
+        /// Server name.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// A session with the upstream could not be opened or kept.
+    #[error("upstream {server}: {reason}")]
+    Session {
+        /// Server name.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// An answer the gateway reads whole (a list, an initialize) could not be read.
+    #[error("upstream {server} answer: {reason}")]
+    Answer {
         /// Server name.
         server: String,
         /// Why.

@@ -1,0 +1,311 @@
+//! `/mcp/{server}`: a transparent proxy to one upstream. Both revisions pass through: 2025-11-25
+//! (initialize, `Mcp-Session-Id`, GET stream, DELETE, server-to-client requests, `Last-Event-ID`)
+//! and 2026-07-28 (stateless POST, `Mcp-Method`/`Mcp-Name` checked against the body).
+//!
+//! A POST reads top to bottom: read → (a `tools/call` reserves its audit record) → decide →
+//! forward → relay; the record is finished in [`super::finish`].
+
+use super::jsonrpc::{Kind, Message};
+use super::relay::{self, Context, Relay, denial_text, log_denial};
+use super::{Body, Error, Proxy, finish, request, session};
+use crate::audit::{Call, CallStart};
+use crate::identity::{Identity, ServerView};
+use crate::policy::Verdict;
+use crate::upstream;
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Methods that touch a server's prompts, resources, completions, tasks or anything unknown, and so
+/// need a server-wide grant; tools and the protocol's own plumbing do not.
+pub(super) fn needs_server_grant(method: &str) -> bool {
+    !matches!(
+        method,
+        "initialize"
+            | "ping"
+            | "tools/list"
+            | "tools/call"
+            | "server/discover"
+            | "logging/setLevel"
+            | "subscriptions/listen"
+    )
+}
+
+impl Proxy {
+    /// One request to `/mcp/{name}`.
+    pub(super) async fn serve_server(
+        &self,
+        req: Request<Incoming>,
+        name: &str,
+        identity: Arc<Identity>,
+        request_id: String,
+        received: Instant,
+    ) -> Result<Response<Body>, Error> {
+        let server = identity
+            .workspace
+            .servers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownServer(name.to_owned()))?;
+        let session_key = request::session_id(req.headers())?.map(|s| {
+            format!(
+                "{}\u{1f}{}\u{1f}{s}",
+                identity.principal.workspace, server.name
+            )
+        });
+        if let Some(key) = &session_key
+            && !self.sessions.owned_by(key, &identity.token_id)
+        {
+            return Err(Error::SessionNotFound);
+        }
+        let method = req.method().clone();
+        match method {
+            Method::POST => Ok(self.post(req, server, identity, request_id, received).await),
+            Method::GET | Method::DELETE => {
+                let ctx = self.context(&identity, &server, request_id, Value::Null, None);
+                let relay = match method {
+                    Method::GET => Relay::Resumed,
+                    _ => Relay::Stream,
+                };
+                let resp = self
+                    .forward(
+                        &server,
+                        method.clone(),
+                        req.headers(),
+                        Bytes::new(),
+                        relay,
+                        ctx,
+                        false,
+                    )
+                    .await?;
+                if method == Method::DELETE
+                    && resp.status().is_success()
+                    && let Some(key) = &session_key
+                {
+                    self.sessions.forget(key);
+                }
+                Ok(resp)
+            }
+            _ => Err(Error::MethodNotAllowed("GET, POST, DELETE")),
+        }
+    }
+
+    fn context(
+        &self,
+        identity: &Arc<Identity>,
+        server: &ServerView,
+        request_id: String,
+        client_id: Value,
+        call: Option<Arc<Call>>,
+    ) -> Context {
+        Context {
+            chain: self.policies.chain(),
+            identity: identity.clone(),
+            server: server.name.clone(),
+            request_id,
+            rpc_id: client_id.clone(),
+            client_id,
+            call,
+            aggregated: false,
+        }
+    }
+
+    async fn post(
+        &self,
+        req: Request<Incoming>,
+        server: Arc<ServerView>,
+        identity: Arc<Identity>,
+        request_id: String,
+        received: Instant,
+    ) -> Response<Body> {
+        let (parts, msg) = match request::read_message(req, &self.limits).await {
+            Ok(read) => read,
+            Err(e) => return finish(Err(e), None, None, false),
+        };
+        let span = tracing::Span::current();
+        if let Some(m) = msg.method() {
+            span.record("method", m);
+        }
+        let is_request = msg.kind == Kind::Request;
+        let call = if is_request && msg.method() == Some("tools/call") {
+            let start = CallStart {
+                workspace: &identity.principal.workspace,
+                member: identity.principal.member.as_deref(),
+                token_id: &identity.token_id,
+                server: &server.name,
+                tool: msg.param_str("name").unwrap_or_default(),
+                request_id: &request_id,
+                session_id: parts
+                    .headers
+                    .get(&upstream::MCP_SESSION_ID)
+                    .and_then(|v| v.to_str().ok()),
+                received,
+            };
+            match self.audit.begin_call(&start) {
+                Ok(call) => call,
+                Err(full) => return finish(Err(full.into()), None, msg.id(), true),
+            }
+        } else {
+            None
+        };
+        let ctx = self.context(
+            &identity,
+            &server,
+            request_id,
+            msg.id().cloned().unwrap_or(Value::Null),
+            call.clone(),
+        );
+        let result = self.post_message(&parts.headers, &msg, &server, ctx).await;
+        finish(result, call, msg.id(), is_request)
+    }
+
+    /// Decide → forward → relay, for one POSTed message.
+    async fn post_message(
+        &self,
+        headers: &http::HeaderMap,
+        msg: &Message,
+        server: &ServerView,
+        mut ctx: Context,
+    ) -> Result<Response<Body>, Error> {
+        let relay = match (&msg.kind, msg.method()) {
+            (Kind::Request, Some("tools/list")) => Relay::FilterTools,
+            (Kind::Request, Some("tools/call")) => {
+                let tool = msg.param_str("name").unwrap_or_default().to_owned();
+                tracing::Span::current().record("tool", tool.as_str());
+                let arguments = msg.arguments_json();
+                decide_call(&ctx, &tool, &arguments, &tool)?;
+                if !ctx.chain.inspects_results() {
+                    Relay::Stream
+                } else if msg
+                    .value
+                    .get("params")
+                    .is_some_and(|p| p.get("task").is_some())
+                {
+                    // A task's result arrives later through tasks/result, out of reach of the
+                    // result phase: refuse rather than let it bypass inspection.
+                    return Err(Error::TaskWhileInspecting);
+                } else {
+                    Relay::InspectResult { tool, arguments }
+                }
+            }
+            (Kind::Request, Some(method)) if needs_server_grant(method) => {
+                decide_server_wide(&ctx, method)?;
+                Relay::Stream
+            }
+            _ => Relay::Stream,
+        };
+        // Forward exactly what was decided on: the parsed message, re-serialized (duplicate keys,
+        // whitespace and number spellings cannot differ between the gateway's reading and the
+        // upstream's). Answers the gateway rewrites are matched by an id of its own.
+        let body = if msg.kind == Kind::Request && !matches!(relay, Relay::Stream) {
+            ctx.rpc_id = relay::gateway_id(&ctx.request_id, &ctx.client_id);
+            msg.to_json(Some(&ctx.rpc_id))
+        } else {
+            msg.to_json(None)
+        };
+        let tool_call = msg.kind == Kind::Request && msg.method() == Some("tools/call");
+        self.forward(server, Method::POST, headers, body, relay, ctx, tool_call)
+            .await
+    }
+
+    /// Forward → relay. A session id the upstream issues is bound to the caller's token.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        server: &ServerView,
+        method: Method,
+        headers: &http::HeaderMap,
+        body: Bytes,
+        relay: Relay,
+        ctx: Context,
+        tool_call: bool,
+    ) -> Result<Response<Body>, Error> {
+        if let Some(call) = &ctx.call {
+            call.upstream_started();
+        }
+        let upstream = self
+            .upstream
+            .forward(server, method, headers, body)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "upstream failed"))?;
+        if let Some(session) = upstream
+            .headers()
+            .get(&upstream::MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| s.len() <= session::MAX_SESSION_ID)
+        {
+            let key = format!(
+                "{}\u{1f}{}\u{1f}{session}",
+                ctx.identity.principal.workspace, server.name
+            );
+            self.sessions.bind(key, &ctx.identity.token_id);
+        }
+        relay::relay(
+            upstream,
+            relay,
+            ctx,
+            tool_call,
+            self.limits.max_rewrite_bytes,
+        )
+        .await
+    }
+}
+
+/// Methods other than tools (prompts, resources, completions, tasks, anything else) reach a server
+/// only for a member whose grants cover the whole server (`server:*`): grants name tools, so
+/// nothing narrower can say a prompt or resource is allowed.
+pub(super) fn decide_server_wide(ctx: &Context, method: &str) -> Result<(), Error> {
+    let Verdict::Deny(d) = ctx.chain.decide(&ctx.question("*", None)) else {
+        return Ok(());
+    };
+    log_denial("server", &d, ctx.enforced());
+    if !ctx.enforced() {
+        return Ok(());
+    }
+    tracing::Span::current().record("decision", "deny");
+    Err(Error::NeedsServerGrant {
+        method: method.to_owned(),
+        server: ctx.server.clone(),
+    })
+}
+
+/// Policy for a `tools/call`: visibility first (a hidden tool is an unknown tool, named as the
+/// client named it), then the call-phase modules with its arguments, any of which may refuse (a
+/// refusal is a tool error the model can read).
+pub(super) fn decide_call(
+    ctx: &Context,
+    tool: &str,
+    arguments: &str,
+    shown_as: &str,
+) -> Result<(), Error> {
+    let span = tracing::Span::current();
+    let mut decision = "allow";
+    if let Verdict::Deny(d) = ctx.chain.decide(&ctx.question(tool, None)) {
+        log_denial("list", &d, ctx.enforced());
+        if let Some(call) = &ctx.call {
+            call.denied(&d, ctx.enforced());
+        }
+        if ctx.enforced() {
+            span.record("decision", "deny");
+            return Err(Error::UnknownTool(shown_as.to_owned()));
+        }
+        decision = "would-deny";
+    }
+    if let Verdict::Deny(d) = ctx.chain.veto(&ctx.question(tool, Some(arguments))) {
+        log_denial("call", &d, ctx.enforced());
+        if let Some(call) = &ctx.call {
+            call.denied(&d, ctx.enforced());
+        }
+        if ctx.enforced() {
+            span.record("decision", "deny");
+            return Err(Error::CallDenied(denial_text(&d)));
+        }
+        decision = "would-deny";
+    }
+    span.record("decision", decision);
+    tracing::debug!(decision, "tools/call forwarded");
+    None.map_or(Ok(()), |()| Ok(()))
+}
