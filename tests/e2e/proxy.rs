@@ -1159,3 +1159,73 @@ async fn sse_or_json(resp: reqwest::Response) -> Value {
         .find(|v| v.get("id").is_some())
         .expect("an answer")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_origin_or_host_is_refused_on_both_endpoints_and_nothing_is_forwarded() {
+    let env = env(true).await;
+    let port = env.gw.mcp_url.rsplit(':').next().unwrap().to_owned();
+    let call = |url: String, headers: Vec<(&'static str, String)>| {
+        let mut req = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(&env.alice)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req
+    };
+    let body = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": name, "arguments": {"text": "hi"}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}})
+    };
+    let before = env.stateless.calls();
+    for (url, name) in [
+        (env.url("search"), "echo"),
+        (format!("{}/mcp", env.gw.mcp_url), "search_echo"),
+    ] {
+        for bad in [
+            vec![("origin", "http://evil.example.com".to_owned())],
+            vec![("origin", "null".to_owned())],
+            vec![("host", format!("rebound.example.com:{port}"))],
+        ] {
+            let resp = call(url.clone(), bad.clone())
+                .header("mcp-name", name)
+                .json(&body(name))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{url} {bad:?}");
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"]["code"], -32600, "{v}");
+            assert!(v["id"].is_null(), "a refusal answers no request: {v}");
+        }
+        for good in [
+            vec![],
+            vec![("origin", format!("http://localhost:{port}"))],
+            vec![("origin", format!("http://127.0.0.1:{port}"))],
+            vec![("host", format!("localhost:{port}"))],
+        ] {
+            let resp = call(url.clone(), good.clone())
+                .header("mcp-name", name)
+                .json(&body(name))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{url} {good:?}");
+            let v = sse_or_json(resp).await;
+            assert_eq!(
+                v["result"]["content"][0]["text"], "hi",
+                "{url} {good:?}: {v}"
+            );
+        }
+    }
+    assert_eq!(
+        env.stateless.calls() - before,
+        8,
+        "only the allowed requests reached the upstream"
+    );
+}
