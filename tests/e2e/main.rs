@@ -5,3 +5,4 @@ mod audit;
 mod identity;
 mod policy;
 mod proxy;
+mod python_sdk;
