@@ -138,6 +138,9 @@ struct ServerBody {
     url: String,
     #[serde(default)]
     headers: Vec<HeaderSpec>,
+    /// Before its names on `/mcp`; default `NAME_`.
+    #[serde(default)]
+    prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -294,7 +297,13 @@ impl Admin {
             (&Method::POST, ["v1", "workspaces", ws, "servers"]) => {
                 let body: ServerBody = read_json(req).await?;
                 let server = store
-                    .server_add(ws, &body.name, &body.url, body.headers)
+                    .server_add(
+                        ws,
+                        &body.name,
+                        &body.url,
+                        body.headers,
+                        body.prefix.as_deref(),
+                    )
                     .await?;
                 self.changed().await;
                 created(to_json(&server))

@@ -47,7 +47,9 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<()> {
     }
     store.workspace_create(WORKSPACE).await?;
     for s in &servers {
-        store.server_add(WORKSPACE, s.name, &s.url, vec![]).await?;
+        store
+            .server_add(WORKSPACE, s.name, &s.url, vec![], None)
+            .await?;
     }
     let mut tokens = Vec::new();
     for (member, grants) in MEMBERS {

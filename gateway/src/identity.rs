@@ -82,7 +82,7 @@ pub struct Snapshot {
 impl Snapshot {
     fn build(rows: store::Rows) -> Snapshot {
         let mut servers: HashMap<i64, HashMap<String, Arc<ServerView>>> = HashMap::new();
-        for (ws, name, url, headers) in rows.servers {
+        for (ws, name, url, headers, prefix) in rows.servers {
             let headers = serde_json::from_str(&headers).unwrap_or_else(|e| {
                 tracing::error!(server = %name, error = %e, "stored headers unreadable; sending none");
                 Vec::new()
@@ -91,7 +91,7 @@ impl Snapshot {
                 name.clone(),
                 Arc::new(ServerView {
                     uri: url.parse().ok(),
-                    prefix: format!("{name}_"),
+                    prefix: store::effective_prefix(&name, prefix.as_deref()),
                     name,
                     url,
                     headers,

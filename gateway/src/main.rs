@@ -121,6 +121,10 @@ enum ServerCmd {
         /// A header whose value is read from an environment variable: 'Name: ENV_VAR' (only the name is stored).
         #[arg(long = "header-env")]
         header_envs: Vec<String>,
+        /// What goes before this server's tool and prompt names on /mcp (default: NAME_; '' keeps
+        /// them unchanged). Two servers of a workspace cannot share one.
+        #[arg(long)]
+        prefix: Option<String>,
     },
     /// Remove an upstream server.
     Remove { workspace: String, name: String },
@@ -385,6 +389,7 @@ async fn admin_command(store: &Store, command: Command, json: bool) -> Result<Ex
             url,
             headers,
             header_envs,
+            prefix,
         }) => {
             let mut specs = Vec::new();
             for h in &headers {
@@ -393,7 +398,9 @@ async fn admin_command(store: &Store, command: Command, json: bool) -> Result<Ex
             for h in &header_envs {
                 specs.push(store::parse_header(h, true)?);
             }
-            store.server_add(&workspace, &name, &url, specs).await?;
+            store
+                .server_add(&workspace, &name, &url, specs, prefix.as_deref())
+                .await?;
             println!("added server {name} to {workspace}");
         }
         Command::Server(ServerCmd::Remove { workspace, name }) => {
@@ -405,7 +412,7 @@ async fn admin_command(store: &Store, command: Command, json: bool) -> Result<Ex
             if json {
                 print_json(&list)?;
             } else {
-                println!("{:<16} {:<40} HEADERS", "NAME", "URL");
+                println!("{:<16} {:<16} {:<40} HEADERS", "NAME", "PREFIX", "URL");
                 for s in list {
                     let headers: Vec<String> = s
                         .headers
@@ -415,7 +422,14 @@ async fn admin_command(store: &Store, command: Command, json: bool) -> Result<Ex
                             None => h.name.clone(),
                         })
                         .collect();
-                    println!("{:<16} {:<40} {}", s.name, s.url, headers.join(", "));
+                    let prefix = format!("{:?}", s.prefix);
+                    println!(
+                        "{:<16} {:<16} {:<40} {}",
+                        s.name,
+                        prefix,
+                        s.url,
+                        headers.join(", ")
+                    );
                 }
             }
         }

@@ -266,3 +266,40 @@ fn the_config_file_selects_the_database() {
         "{o:?}"
     );
 }
+
+#[test]
+fn server_prefixes_are_listed_and_a_shared_prefix_is_refused_naming_both_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| admin(dir.path(), args);
+    assert!(run(&["workspace", "create", "acme"]).status.success());
+    let add = |name: &str, prefix: Option<&str>| {
+        let url = format!("http://127.0.0.1:9000/{name}");
+        let mut args = vec!["server", "add", "acme", name, url.as_str()];
+        if let Some(p) = prefix {
+            args.extend(["--prefix", p]);
+        }
+        run(&args)
+    };
+    assert!(add("db", None).status.success());
+    assert!(add("ref", Some("")).status.success());
+    let refused = add("other", Some(""));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("other") && err.contains("ref") && err.contains("collide"),
+        "{err}"
+    );
+    assert!(
+        !add("bad", Some("a b")).status.success(),
+        "prefix characters"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&["server", "list", "acme", "--json"]))).unwrap();
+    let prefixes: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["prefix"].as_str().unwrap()))
+        .collect();
+    assert_eq!(prefixes, [("db", "db_"), ("ref", "")]);
+}

@@ -152,7 +152,9 @@ async fn gateway(dir: &std::path::Path, upstream: &str, audit: bool) -> Result<(
     let database = format!("sqlite://{}", dir.join("mcpgw.db").display());
     let store = mcpgw::store::Store::connect(&database).await?;
     store.workspace_create("load").await?;
-    store.server_add("load", "db", upstream, vec![]).await?;
+    store
+        .server_add("load", "db", upstream, vec![], None)
+        .await?;
     store.member_add("load", "m").await?;
     store.grant_add("load", "m", &["db:*".to_owned()]).await?;
     store.enforce_set("load", true).await?;

@@ -171,7 +171,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         store.workspace_create("other").await.unwrap();
         store.member_add("acme", "alice").await.unwrap();
         store
-            .server_add("acme", "db", "http://127.0.0.1:9/mcp", vec![])
+            .server_add("acme", "db", "http://127.0.0.1:9/mcp", vec![], None)
             .await
             .unwrap();
         let other_token = store.token_issue("other", None, None).await.unwrap();
@@ -189,7 +189,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             (
                 "duplicate server",
                 store
-                    .server_add("acme", "db", "http://x/mcp", vec![])
+                    .server_add("acme", "db", "http://x/mcp", vec![], None)
                     .await
                     .unwrap_err(),
             ),
@@ -246,21 +246,21 @@ async fn bad_input_is_refused_and_changes_nothing() {
             (
                 "invalid url",
                 store
-                    .server_add("acme", "x", "not a url", vec![])
+                    .server_add("acme", "x", "not a url", vec![], None)
                     .await
                     .unwrap_err(),
             ),
             (
                 "non-http url",
                 store
-                    .server_add("acme", "x", "file:///etc/passwd", vec![])
+                    .server_add("acme", "x", "file:///etc/passwd", vec![], None)
                     .await
                     .unwrap_err(),
             ),
             (
                 "invalid server name",
                 store
-                    .server_add("acme", "Bad_Name", "http://x/mcp", vec![])
+                    .server_add("acme", "Bad_Name", "http://x/mcp", vec![], None)
                     .await
                     .unwrap_err(),
             ),

@@ -119,6 +119,28 @@ pub struct Server {
     pub url: String,
     /// Headers injected into every upstream request.
     pub headers: Vec<HeaderSpec>,
+    /// What goes before its tool and prompt names on `/mcp` (`NAME_` unless set; `''` exposes
+    /// names unchanged).
+    pub prefix: String,
+}
+
+/// The prefix a server's names get on `/mcp`: the one stored, else its name and `_`.
+pub fn effective_prefix(name: &str, stored: Option<&str>) -> String {
+    stored.map_or_else(|| format!("{name}_"), str::to_owned)
+}
+
+/// A prefix is 0–32 of `[A-Za-z0-9_-]`, so exposed names stay valid tool names.
+fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > 32
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Error::Invalid(format!(
+            "invalid prefix {prefix:?}: up to 32 of A-Z a-z 0-9 _ -"
+        )));
+    }
+    Ok(())
 }
 
 /// A member of a workspace.
@@ -185,8 +207,8 @@ pub type TokenRow = (String, i64, Option<i64>, String, Option<i64>);
 pub struct Rows {
     /// (id, name, enforce)
     pub workspaces: Vec<(i64, String, bool)>,
-    /// (workspace id, name, url, headers JSON)
-    pub servers: Vec<(i64, String, String, String)>,
+    /// (workspace id, name, url, headers JSON, prefix)
+    pub servers: Vec<(i64, String, String, String, Option<String>)>,
     /// (id, workspace id, name)
     pub members: Vec<(i64, i64, String)>,
     /// (member id, pattern)
@@ -458,9 +480,13 @@ impl Store {
         name: &str,
         url: &str,
         headers: Vec<HeaderSpec>,
+        prefix: Option<&str>,
     ) -> Result<Server> {
         validate_server_name(name)?;
         validate_url(url)?;
+        if let Some(p) = prefix {
+            validate_prefix(p)?;
+        }
         for h in &headers {
             if h.value.is_some() == h.env.is_some() {
                 return Err(Error::Invalid(format!(
@@ -470,15 +496,26 @@ impl Store {
             }
         }
         let ws = self.workspace_id(workspace).await?;
+        // Two servers under one prefix would expose colliding names: refused, naming both.
+        let effective = effective_prefix(name, prefix);
+        for other in self.server_list(workspace).await? {
+            if other.prefix == effective && other.name != name {
+                return Err(Error::Invalid(format!(
+                    "prefix {effective:?} of server {name} is already server {}'s: their names would collide on /mcp",
+                    other.name
+                )));
+            }
+        }
         let json = serde_json::to_string(&headers).map_err(|e| Error::Invalid(e.to_string()))?;
-        with_db!(&self.db, p => sqlx::query("INSERT INTO servers (workspace_id, name, url, headers, created_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(ws).bind(name).bind(url).bind(&json).bind(now_ms()).execute(p).await.map(|r| r.rows_affected()))
+        with_db!(&self.db, p => sqlx::query("INSERT INTO servers (workspace_id, name, url, headers, created_ms, prefix) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(ws).bind(name).bind(url).bind(&json).bind(now_ms()).bind(prefix).execute(p).await.map(|r| r.rows_affected()))
             .map_err(|e| duplicate_or(e, "server", name))?;
         Ok(Server {
             workspace: workspace.to_owned(),
             name: name.to_owned(),
             url: url.to_owned(),
             headers,
+            prefix: effective,
         })
     }
 
@@ -497,14 +534,15 @@ impl Store {
     /// The servers of a workspace by name.
     pub async fn server_list(&self, workspace: &str) -> Result<Vec<Server>> {
         let ws = self.workspace_id(workspace).await?;
-        let rows: Vec<(String, String, String)> = with_db!(&self.db, p => sqlx::query_as("SELECT name, url, headers FROM servers WHERE workspace_id = $1 ORDER BY name")
+        let rows: Vec<(String, String, String, Option<String>)> = with_db!(&self.db, p => sqlx::query_as("SELECT name, url, headers, prefix FROM servers WHERE workspace_id = $1 ORDER BY name")
             .bind(ws).fetch_all(p).await?);
         rows.into_iter()
-            .map(|(name, url, headers)| {
+            .map(|(name, url, headers, prefix)| {
                 let headers = serde_json::from_str(&headers)
                     .map_err(|e| Error::Invalid(format!("stored headers of {name}: {e}")))?;
                 Ok(Server {
                     workspace: workspace.to_owned(),
+                    prefix: effective_prefix(&name, prefix.as_deref()),
                     name,
                     url,
                     headers,
@@ -706,7 +744,7 @@ impl Store {
             let mut tx = p.begin().await?;
             let rows = Rows {
                 workspaces: sqlx::query_as("SELECT id, name, enforce FROM workspaces").fetch_all(&mut *tx).await?,
-                servers: sqlx::query_as("SELECT workspace_id, name, url, headers FROM servers ORDER BY name").fetch_all(&mut *tx).await?,
+                servers: sqlx::query_as("SELECT workspace_id, name, url, headers, prefix FROM servers ORDER BY name").fetch_all(&mut *tx).await?,
                 members: sqlx::query_as("SELECT id, workspace_id, name FROM members").fetch_all(&mut *tx).await?,
                 grants: sqlx::query_as("SELECT member_id, pattern FROM grants ORDER BY pattern").fetch_all(&mut *tx).await?,
                 tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens").fetch_all(&mut *tx).await?,
