@@ -290,6 +290,12 @@ impl Proxy {
             }
         };
         let mut empty = Map::new();
+        if r.revision == Revision::Modern
+            && matches!(method, "initialize" | "ping" | "logging/setLevel")
+        {
+            // Removed in 2026-07-28: a modern client gets what any unknown method gets.
+            return Err(Error::NoSuchMethod(method.to_owned()));
+        }
         match method {
             "initialize" => self.initialize(r),
             "server/discover" => Ok(r.result(discover_result())),
@@ -971,8 +977,9 @@ fn list_result(mut result: Map<String, Value>, ttl: Option<u64>) -> Map<String, 
 }
 
 fn capabilities() -> Value {
-    json!({"tools": {"listChanged": false}, "prompts": {"listChanged": false},
-           "resources": {"listChanged": false, "subscribe": true}, "completions": {}, "logging": {}})
+    // Change notifications of every upstream reach the client (subscriptions/listen, GET stream).
+    json!({"tools": {"listChanged": true}, "prompts": {"listChanged": true},
+           "resources": {"listChanged": true, "subscribe": true}, "completions": {}, "logging": {}})
 }
 
 fn discover_result() -> Map<String, Value> {
