@@ -6,7 +6,7 @@ use mcpgw::policy::PolicyConfig;
 use mcpgw::store::Store;
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{TestGateway, guests, install, mcp_client};
+use mcpgw_tests::{TestGateway, guests, install, mcp_client, secrets_guard_dir};
 use reqwest::{Method, StatusCode};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
@@ -56,16 +56,6 @@ fn call(id: u64, tool: &str, arguments: Value) -> Value {
         "params": {"name": tool, "arguments": arguments}})
 }
 
-async fn admin(gw: &TestGateway, path: &str, body: Value) {
-    let resp = gw
-        .admin(Method::POST, path)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{path}: {}", resp.status());
-}
-
 async fn token(gw: &TestGateway, workspace: &str, member: &str) -> String {
     let v: Value = gw
         .admin(Method::POST, &format!("/v1/workspaces/{workspace}/tokens"))
@@ -101,12 +91,7 @@ async fn every_path_yields_one_record(db: TestDb) {
     let stateless = Upstream::start(false).await;
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hole_url = format!("http://{}/mcp", hole.local_addr().unwrap());
-    let policies = tempfile::tempdir().unwrap();
-    install(
-        policies.path(),
-        "10-secrets-guard.wasm",
-        &guests::bytes(guests::SECRETS_GUARD),
-    );
+    let policies = secrets_guard_dir();
     let dir = policies.path().to_owned();
     let gw = TestGateway::start_config(&db.url, |c| {
         c.policy = PolicyConfig {
@@ -116,7 +101,8 @@ async fn every_path_yields_one_record(db: TestDb) {
         c.upstream_timeout = Duration::from_millis(800);
     })
     .await;
-    admin(&gw, "/v1/workspaces", json!({"name": "acme"})).await;
+    gw.admin_post("/v1/workspaces", json!({"name": "acme"}))
+        .await;
     gw.admin(Method::PUT, "/v1/workspaces/acme/enforce")
         .json(&json!({"enforce": true}))
         .send()
@@ -129,37 +115,35 @@ async fn every_path_yields_one_record(db: TestDb) {
         ("hole", hole_url.as_str()),
         ("trapped", stateless.url.as_str()),
     ] {
-        admin(
-            &gw,
+        gw.admin_post(
             "/v1/workspaces/acme/servers",
             json!({"name": name, "url": url}),
         )
         .await;
     }
     for m in ["alice", "bob"] {
-        admin(&gw, "/v1/workspaces/acme/members", json!({"name": m})).await;
+        gw.admin_post("/v1/workspaces/acme/members", json!({"name": m}))
+            .await;
     }
-    admin(
-        &gw,
-        "/v1/workspaces/acme/grants",
+    gw.admin_post("/v1/workspaces/acme/grants",
         json!({"member": "alice", "patterns": ["db:*", "search:*", "down:*", "hole:*", "trapped:*"]}),
     )
     .await;
-    admin(
-        &gw,
+    gw.admin_post(
         "/v1/workspaces/acme/grants",
         json!({"member": "bob", "patterns": ["db:schema"]}),
     )
     .await;
     // A second workspace that only watches: denials are would-deny.
-    admin(&gw, "/v1/workspaces", json!({"name": "beta"})).await;
-    admin(
-        &gw,
+    gw.admin_post("/v1/workspaces", json!({"name": "beta"}))
+        .await;
+    gw.admin_post(
         "/v1/workspaces/beta/servers",
         json!({"name": "search", "url": stateless.url}),
     )
     .await;
-    admin(&gw, "/v1/workspaces/beta/members", json!({"name": "carol"})).await;
+    gw.admin_post("/v1/workspaces/beta/members", json!({"name": "carol"}))
+        .await;
     let alice = token(&gw, "acme", "alice").await;
     let bob = token(&gw, "acme", "bob").await;
     let carol = token(&gw, "beta", "carol").await;
@@ -739,16 +723,16 @@ async fn stalled_store(db: TestDb) {
         };
     })
     .await;
-    admin(&gw, "/v1/workspaces", json!({"name": "acme"})).await;
-    admin(
-        &gw,
+    gw.admin_post("/v1/workspaces", json!({"name": "acme"}))
+        .await;
+    gw.admin_post(
         "/v1/workspaces/acme/servers",
         json!({"name": "search", "url": upstream.url}),
     )
     .await;
-    admin(&gw, "/v1/workspaces/acme/members", json!({"name": "alice"})).await;
-    admin(
-        &gw,
+    gw.admin_post("/v1/workspaces/acme/members", json!({"name": "alice"}))
+        .await;
+    gw.admin_post(
         "/v1/workspaces/acme/grants",
         json!({"member": "alice", "patterns": ["search:*"]}),
     )
@@ -833,12 +817,7 @@ async fn a_stalled_store_refuses_new_calls_clearly_and_loses_nothing() {
 async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
     let db = TestDb::sqlite();
     let upstream = Upstream::start(false).await;
-    let policies = tempfile::tempdir().unwrap();
-    install(
-        policies.path(),
-        "10-secrets-guard.wasm",
-        &guests::bytes(guests::SECRETS_GUARD),
-    );
+    let policies = secrets_guard_dir();
     let dir = policies.path().to_owned();
     let gw = TestGateway::start_config(&db.url, |c| {
         c.policy = PolicyConfig {
@@ -847,21 +826,21 @@ async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
         };
     })
     .await;
-    admin(&gw, "/v1/workspaces", json!({"name": "acme"})).await;
+    gw.admin_post("/v1/workspaces", json!({"name": "acme"}))
+        .await;
     gw.admin(Method::PUT, "/v1/workspaces/acme/enforce")
         .json(&json!({"enforce": true}))
         .send()
         .await
         .unwrap();
-    admin(
-        &gw,
+    gw.admin_post(
         "/v1/workspaces/acme/servers",
         json!({"name": "search", "url": upstream.url}),
     )
     .await;
-    admin(&gw, "/v1/workspaces/acme/members", json!({"name": "alice"})).await;
-    admin(
-        &gw,
+    gw.admin_post("/v1/workspaces/acme/members", json!({"name": "alice"}))
+        .await;
+    gw.admin_post(
         "/v1/workspaces/acme/grants",
         json!({"member": "alice", "patterns": ["search:echo"]}),
     )

@@ -4,7 +4,7 @@
 use mcpgw::policy::PolicyConfig;
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{TestGateway, guests, install, mcp_client};
+use mcpgw_tests::{Seed, TestGateway, guests, install, mcp_client, secrets_guard_dir};
 use reqwest::{Method, StatusCode};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
@@ -25,12 +25,7 @@ struct Env {
 async fn env(enforce: bool) -> Env {
     let db = TestDb::sqlite();
     let (stateful, stateless) = (Upstream::start(true).await, Upstream::start(false).await);
-    let policies = tempfile::tempdir().unwrap();
-    install(
-        policies.path(),
-        "10-secrets-guard.wasm",
-        &guests::bytes(guests::SECRETS_GUARD),
-    );
+    let policies = secrets_guard_dir();
     let gw = TestGateway::start_with(
         &db.url,
         PolicyConfig {
@@ -39,60 +34,22 @@ async fn env(enforce: bool) -> Env {
         },
     )
     .await;
-    let post = |path: &str, body: Value| gw.admin(Method::POST, path).json(&body).send();
-    post("/v1/workspaces", json!({"name": "acme"}))
-        .await
-        .unwrap();
-    post(
-        "/v1/workspaces/acme/servers",
-        json!({"name": "db", "url": stateful.url}),
-    )
-    .await
-    .unwrap();
-    post(
-        "/v1/workspaces/acme/servers",
-        json!({"name": "search", "url": stateless.url}),
-    )
-    .await
-    .unwrap();
-    post(
-        "/v1/workspaces/acme/servers",
-        json!({"name": "down", "url": "http://127.0.0.1:9/mcp"}),
-    )
-    .await
-    .unwrap();
-    for m in ["alice", "bob"] {
-        post("/v1/workspaces/acme/members", json!({"name": m}))
-            .await
-            .unwrap();
-    }
-    post(
-        "/v1/workspaces/acme/grants",
-        json!({"member": "alice", "patterns": ["db:*", "search:*", "down:*"]}),
-    )
-    .await
-    .unwrap();
-    post(
-        "/v1/workspaces/acme/grants",
-        json!({"member": "bob", "patterns": ["db:schema"]}),
-    )
-    .await
-    .unwrap();
-    gw.admin(Method::PUT, "/v1/workspaces/acme/enforce")
-        .json(&json!({"enforce": enforce}))
-        .send()
-        .await
-        .unwrap();
-    let token = |m: &'static str| async move {
-        let v: Value = post("/v1/workspaces/acme/tokens", json!({"member": m}))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["token"].as_str().unwrap().to_owned()
-    };
-    let (alice, bob) = (token("alice").await, token("bob").await);
+    let tokens = gw
+        .seed(&Seed {
+            workspace: "acme",
+            enforce,
+            servers: &[
+                ("db", &stateful.url),
+                ("search", &stateless.url),
+                ("down", "http://127.0.0.1:9/mcp"),
+            ],
+            members: &[
+                ("alice", &["db:*", "search:*", "down:*"]),
+                ("bob", &["db:schema"]),
+            ],
+        })
+        .await;
+    let [alice, bob] = <[String; 2]>::try_from(tokens).expect("two tokens");
     Env {
         gw,
         stateful,

@@ -8,8 +8,7 @@
 use mcpgw::policy::PolicyConfig;
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{TestGateway, guests, install};
-use reqwest::Method;
+use mcpgw_tests::{Seed, TestGateway, secrets_guard_dir};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -263,12 +262,7 @@ async fn the_python_sdk_lists_and_calls_tools_at_both_revisions_and_reads_denial
     };
     let db = TestDb::sqlite();
     let (stateful, stateless) = (Upstream::start(true).await, Upstream::start(false).await);
-    let policies = tempfile::tempdir().unwrap();
-    install(
-        policies.path(),
-        "10-secrets-guard.wasm",
-        &guests::bytes(guests::SECRETS_GUARD),
-    );
+    let policies = secrets_guard_dir();
     let gw = TestGateway::start_with(
         &db.url,
         PolicyConfig {
@@ -277,39 +271,18 @@ async fn the_python_sdk_lists_and_calls_tools_at_both_revisions_and_reads_denial
         },
     )
     .await;
-    let admin = |path: &str, body: Value| {
-        let req = gw.admin(Method::POST, path).json(&body);
-        async move {
-            let resp = req.send().await.unwrap();
-            assert!(resp.status().is_success(), "{}", resp.status());
-            resp.json::<Value>().await.unwrap_or(Value::Null)
-        }
-    };
-    admin("/v1/workspaces", json!({"name": "acme"})).await;
-    for (name, up) in [("db", &stateful), ("search", &stateless)] {
-        admin(
-            "/v1/workspaces/acme/servers",
-            json!({"name": name, "url": up.url}),
-        )
+    let tokens = gw
+        .seed(&Seed {
+            workspace: "acme",
+            enforce: true,
+            servers: &[("db", &stateful.url), ("search", &stateless.url)],
+            members: &[(
+                "carol",
+                &["db:echo", "db:query", "search:echo", "search:schema"],
+            )],
+        })
         .await;
-    }
-    admin("/v1/workspaces/acme/members", json!({"name": "carol"})).await;
-    admin(
-        "/v1/workspaces/acme/grants",
-        json!({"member": "carol", "patterns": ["db:echo", "db:query", "search:echo", "search:schema"]}),
-    )
-    .await;
-    let resp = gw
-        .admin(Method::PUT, "/v1/workspaces/acme/enforce")
-        .json(&json!({"enforce": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let token = admin("/v1/workspaces/acme/tokens", json!({"member": "carol"})).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = tokens[0].clone();
 
     let mut cases = Vec::new();
     for revision in ["2026-07-28", "2025-11-25"] {

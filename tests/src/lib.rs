@@ -168,6 +168,67 @@ impl TestGateway {
             .bearer_auth(&self.admin_token)
     }
 
+    /// POSTs `body` to the admin API at `path`, asserting success; the answer's JSON (null when
+    /// it has none).
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let resp = self
+            .admin(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Seeds a workspace through the admin API: its servers, its members with their grants, the
+    /// enforcement switch; returns a fresh token per member, in the order given.
+    pub async fn seed(&self, seed: &Seed<'_>) -> Vec<String> {
+        let ws = seed.workspace;
+        self.admin_post("/v1/workspaces", serde_json::json!({"name": ws}))
+            .await;
+        for (name, url) in seed.servers {
+            self.admin_post(
+                &format!("/v1/workspaces/{ws}/servers"),
+                serde_json::json!({"name": name, "url": url}),
+            )
+            .await;
+        }
+        let resp = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/v1/workspaces/{ws}/enforce"),
+            )
+            .json(&serde_json::json!({"enforce": seed.enforce}))
+            .send()
+            .await
+            .expect("enforce");
+        assert!(resp.status().is_success(), "enforce: {}", resp.status());
+        let mut tokens = Vec::new();
+        for (member, grants) in seed.members {
+            self.admin_post(
+                &format!("/v1/workspaces/{ws}/members"),
+                serde_json::json!({"name": member}),
+            )
+            .await;
+            if !grants.is_empty() {
+                self.admin_post(
+                    &format!("/v1/workspaces/{ws}/grants"),
+                    serde_json::json!({"member": member, "patterns": grants}),
+                )
+                .await;
+            }
+            let issued = self
+                .admin_post(
+                    &format!("/v1/workspaces/{ws}/tokens"),
+                    serde_json::json!({"member": member}),
+                )
+                .await;
+            tokens.push(issued["token"].as_str().expect("token").to_owned());
+        }
+        tokens
+    }
+
     /// Stops the gateway and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -185,6 +246,29 @@ impl Drop for TestGateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// A workspace for [`TestGateway::seed`].
+pub struct Seed<'a> {
+    /// Its name.
+    pub workspace: &'a str,
+    /// Enforcement on or off.
+    pub enforce: bool,
+    /// (name, url) of each upstream server.
+    pub servers: &'a [(&'a str, &'a str)],
+    /// (name, grant patterns) of each member.
+    pub members: &'a [(&'a str, &'a [&'a str])],
+}
+
+/// A policy directory holding secrets-guard, the module most tests run behind the allowlist.
+pub fn secrets_guard_dir() -> tempfile::TempDir {
+    let policies = tempfile::tempdir().expect("policy dir");
+    install(
+        policies.path(),
+        "10-secrets-guard.wasm",
+        &guests::bytes(guests::SECRETS_GUARD),
+    );
+    policies
 }
 
 /// An rmcp client (the official Rust SDK) connected to `url` with a bearer token.

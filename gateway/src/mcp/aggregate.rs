@@ -21,7 +21,7 @@ use super::relay::{self, Context, Relay, complete_result, make_private};
 use super::server::{decide_call, decide_server_wide};
 use super::session::{self, Sessions, lock};
 use super::{Body, Error, Proxy, finish, full, request, sse};
-use crate::audit::{Call, CallStart};
+use crate::audit::Call;
 use crate::identity::{Identity, ServerView};
 use crate::policy::{Question, Verdict};
 use crate::upstream::{self, client::Revision};
@@ -124,11 +124,10 @@ impl Req<'_> {
     fn result(&self, mut result: Map<String, Value>) -> Response<Body> {
         if self.revision == Revision::Modern {
             complete_result(&mut result);
-            result
-                .entry("_meta")
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .map(|m| m.insert("io.modelcontextprotocol/serverInfo".into(), server_info()));
+            result.insert(
+                "_meta".into(),
+                json!({"io.modelcontextprotocol/serverInfo": server_info()}),
+            );
         }
         super::error::json(
             StatusCode::OK,
@@ -249,23 +248,17 @@ impl Proxy {
             revision,
             request_id,
         };
-        let call = if is_request && msg.method() == Some("tools/call") {
-            let start = CallStart {
-                workspace: &identity.principal.workspace,
-                member: identity.principal.member.as_deref(),
-                token_id: &identity.token_id,
-                server: "",
-                tool: msg.param_str("name").unwrap_or_default(),
-                request_id: &r.request_id,
-                session_id: session.as_deref(),
-                received,
-            };
-            match self.audit.begin_call(&start) {
-                Ok(call) => call,
-                Err(full) => return finish(Err(full.into()), None, msg.id(), true),
-            }
-        } else {
-            None
+        // On /mcp the server is not known until the exposed name is resolved (`Call::target`).
+        let call = match self.begin_call(
+            &msg,
+            &identity,
+            "",
+            &r.request_id,
+            session.as_deref(),
+            received,
+        ) {
+            Ok(call) => call,
+            Err(e) => return finish(Err(e), None, msg.id(), true),
         };
         let result = self.dispatch(&r, call.clone()).await;
         finish(result, call, msg.id(), is_request)
@@ -575,6 +568,11 @@ impl Proxy {
         if let Some(s) = prefixed {
             return Some((s.name.clone(), exposed[s.prefix.len()..].to_owned()));
         }
+        // Listing on a miss only for a caller that has not listed here: otherwise every call of
+        // a made-up name would cost a fan-out to every server.
+        if self.has_listed(r, |n| !table(n).is_empty()) {
+            return None;
+        }
         match field {
             "tools" => {
                 self.list_tools(r).await;
@@ -584,6 +582,13 @@ impl Proxy {
             }
         }
         known(self)
+    }
+
+    /// Whether this caller's names say it has listed (`what` of its tables).
+    fn has_listed(&self, r: &Req<'_>, what: impl Fn(&Names) -> bool) -> bool {
+        lock(&self.aggregates.names)
+            .get(&r.identity.token_id)
+            .is_some_and(what)
     }
 
     /// The server that listed `uri`; listing afresh when this caller has not listed it.
@@ -599,6 +604,9 @@ impl Proxy {
         let servers = self.servers(r);
         if servers.len() == 1 {
             return servers.keys().next().map(|s| (*s).to_owned());
+        }
+        if self.has_listed(r, |n| !n.resources.is_empty()) {
+            return None;
         }
         self.list_named(r, "resources/list", "resources").await;
         known(self)

@@ -283,6 +283,33 @@ impl Proxy {
         }
     }
 
+    /// Reserves the audit record of a `tools/call` request (`None` for any other message, or
+    /// with the trail off); a full queue refuses the call.
+    fn begin_call(
+        &self,
+        msg: &jsonrpc::Message,
+        identity: &Identity,
+        server: &str,
+        request_id: &str,
+        session_id: Option<&str>,
+        received: Instant,
+    ) -> Result<Option<Arc<Call>>, Error> {
+        if msg.kind != jsonrpc::Kind::Request || msg.method() != Some("tools/call") {
+            return Ok(None);
+        }
+        let start = audit::CallStart {
+            workspace: &identity.principal.workspace,
+            member: identity.principal.member.as_deref(),
+            token_id: &identity.token_id,
+            server,
+            tool: msg.param_str("name").unwrap_or_default(),
+            request_id,
+            session_id,
+            received,
+        };
+        Ok(self.audit.begin_call(&start)?)
+    }
+
     fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
         let value = headers
             .get(header::AUTHORIZATION)

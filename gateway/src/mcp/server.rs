@@ -8,7 +8,7 @@
 use super::jsonrpc::{Kind, Message};
 use super::relay::{self, Context, Relay, denial_text, log_denial};
 use super::{Body, Error, Proxy, finish, request, session};
-use crate::audit::{Call, CallStart};
+use crate::audit::Call;
 use crate::identity::{Identity, ServerView};
 use crate::policy::Verdict;
 use crate::upstream;
@@ -130,26 +130,20 @@ impl Proxy {
             span.record("method", m);
         }
         let is_request = msg.kind == Kind::Request;
-        let call = if is_request && msg.method() == Some("tools/call") {
-            let start = CallStart {
-                workspace: &identity.principal.workspace,
-                member: identity.principal.member.as_deref(),
-                token_id: &identity.token_id,
-                server: &server.name,
-                tool: msg.param_str("name").unwrap_or_default(),
-                request_id: &request_id,
-                session_id: parts
-                    .headers
-                    .get(&upstream::MCP_SESSION_ID)
-                    .and_then(|v| v.to_str().ok()),
-                received,
-            };
-            match self.audit.begin_call(&start) {
-                Ok(call) => call,
-                Err(full) => return finish(Err(full.into()), None, msg.id(), true),
-            }
-        } else {
-            None
+        let session = parts
+            .headers
+            .get(&upstream::MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok());
+        let call = match self.begin_call(
+            &msg,
+            &identity,
+            &server.name,
+            &request_id,
+            session,
+            received,
+        ) {
+            Ok(call) => call,
+            Err(e) => return finish(Err(e), None, msg.id(), true),
         };
         let ctx = self.context(
             &identity,
@@ -307,5 +301,5 @@ pub(super) fn decide_call(
     }
     span.record("decision", decision);
     tracing::debug!(decision, "tools/call forwarded");
-    None.map_or(Ok(()), |()| Ok(()))
+    Ok(())
 }

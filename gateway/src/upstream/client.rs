@@ -169,19 +169,7 @@ impl Client {
         }
         let key = (owner.to_owned(), server.name.clone());
         for attempt in 0..2 {
-            let cached = lock(&self.sessions).get(&key).cloned();
-            let session = match cached {
-                Some(s) => s,
-                None => {
-                    let s = self.open(server).await?;
-                    let mut sessions = lock(&self.sessions);
-                    if sessions.len() >= MAX_UPSTREAM_SESSIONS {
-                        sessions.clear();
-                    }
-                    sessions.insert(key.clone(), s.clone());
-                    s
-                }
-            };
+            let session = self.session(&key, server).await?;
             let resp = self
                 .http
                 .forward(
@@ -211,15 +199,7 @@ impl Client {
         server: &ServerView,
     ) -> Result<Response<Incoming>, Error> {
         let key = (owner.to_owned(), server.name.clone());
-        let cached = lock(&self.sessions).get(&key).cloned();
-        let session = match cached {
-            Some(s) => s,
-            None => {
-                let s = self.open(server).await?;
-                lock(&self.sessions).insert(key, s.clone());
-                s
-            }
-        };
+        let session = self.session(&key, server).await?;
         let mut headers = legacy_headers(session.as_deref());
         headers.insert(
             header::ACCEPT,
@@ -236,19 +216,7 @@ impl Client {
         body: &Value,
         client_headers: &HeaderMap,
     ) -> Result<Response<Incoming>, Error> {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(
-            MCP_PROTOCOL_VERSION.clone(),
-            HeaderValue::from_static(MODERN),
-        );
+        let mut h = headers(MODERN);
         let method = body.get("method").and_then(Value::as_str).unwrap_or("");
         if let Some(v) = header_value(method) {
             h.insert(MCP_METHOD.clone(), v);
@@ -269,6 +237,25 @@ impl Client {
         self.http
             .forward(server, Method::POST, &h, Bytes::from(body.to_string()))
             .await
+    }
+
+    /// `key`'s session with `server`, opened if there is none. Past the bound every session is
+    /// forgotten (each is re-opened on its next use; an upstream ends forgotten ones by itself).
+    async fn session(
+        &self,
+        key: &(String, String),
+        server: &ServerView,
+    ) -> Result<Option<String>, Error> {
+        if let Some(s) = lock(&self.sessions).get(key) {
+            return Ok(s.clone());
+        }
+        let s = self.open(server).await?;
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= MAX_UPSTREAM_SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(key.clone(), s.clone());
+        Ok(s)
     }
 
     async fn open(&self, server: &ServerView) -> Result<Option<String>, Error> {
@@ -401,7 +388,8 @@ impl Client {
     }
 }
 
-fn legacy_headers(session: Option<&str>) -> HeaderMap {
+/// The headers of a POST the gateway makes in `version`.
+fn headers(version: &'static str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
         header::ACCEPT,
@@ -413,8 +401,14 @@ fn legacy_headers(session: Option<&str>) -> HeaderMap {
     );
     h.insert(
         MCP_PROTOCOL_VERSION.clone(),
-        HeaderValue::from_static(LEGACY),
+        HeaderValue::from_static(version),
     );
+    h
+}
+
+/// The headers of a POST in a 2025-11-25 session.
+fn legacy_headers(session: Option<&str>) -> HeaderMap {
+    let mut h = headers(LEGACY);
     if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
         h.insert(MCP_SESSION_ID.clone(), s);
     }
