@@ -706,7 +706,15 @@ impl Proxy {
             .send(&r.identity.token_id, server, &body, revision, r.headers)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "upstream failed"))?;
-        relay::relay(resp, relay, ctx, tool_call, self.limits.max_rewrite_bytes).await
+        relay::relay(
+            &server.name,
+            resp,
+            relay,
+            ctx,
+            tool_call,
+            self.limits.max_rewrite_bytes,
+        )
+        .await
     }
 
     /// A prompt, resource or completion request to the server that owns it, for members whose

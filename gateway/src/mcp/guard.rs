@@ -36,14 +36,14 @@ fn normalize(origin: &str) -> Option<String> {
     })
 }
 
-/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), lower-case.
-fn host_of(authority: &str) -> String {
-    let a = authority.trim().to_ascii_lowercase();
+/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), as written.
+fn host_of(authority: &str) -> &str {
+    let a = authority.trim();
     if let Some(rest) = a.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_owned();
+        return rest.split(']').next().unwrap_or_default();
     }
     match a.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => a,
     }
 }
@@ -62,7 +62,7 @@ impl Origins {
                     .parse()
                     .map_err(|e| format!("public_url {url:?}: {e}"))?;
                 match (uri.scheme_str(), uri.host()) {
-                    (Some("http" | "https"), Some(h)) => Some(host_of(h)),
+                    (Some("http" | "https"), Some(h)) => Some(host_of(h).to_ascii_lowercase()),
                     _ => return Err(format!("public_url {url:?}: not an http(s) URL")),
                 }
             }
@@ -82,17 +82,25 @@ impl Origins {
         })
     }
 
-    /// True for a host name that is this gateway's.
+    /// True for a host name (any case) that is this gateway's.
     fn own_host(&self, host: &str) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host == "localhost" || host.ends_with(".localhost") {
+        let localhost = "localhost";
+        let n = host.len();
+        if host.eq_ignore_ascii_case(localhost)
+            || (n > localhost.len() + 1
+                && host.is_char_boundary(n - localhost.len() - 1)
+                && host[n - localhost.len() - 1..].eq_ignore_ascii_case(".localhost"))
+        {
             return true;
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
             return ip.is_loopback()
                 || (!self.listener.ip().is_unspecified() && ip == self.listener.ip());
         }
-        self.public_host.as_deref() == Some(host)
+        self.public_host
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case(host))
     }
 
     /// Checks `Origin` and, on a loopback listener, `Host`.
@@ -106,8 +114,8 @@ impl Origins {
                         || text
                             .parse::<Uri>()
                             .ok()
-                            .and_then(|u| u.host().map(host_of))
-                            .is_some_and(|h| self.own_host(&h))
+                            .and_then(|u| u.host().map(|h| self.own_host(host_of(h))))
+                            .unwrap_or(false)
                 });
             if !ok {
                 return Err(Error::ForbiddenOrigin(clip(text)));
@@ -117,7 +125,7 @@ impl Origins {
             && let Some(value) = headers.get(header::HOST)
         {
             let text = value.to_str().unwrap_or_default();
-            if !self.own_host(&host_of(text)) {
+            if !self.own_host(host_of(text)) {
                 return Err(Error::ForbiddenHost(clip(text)));
             }
         }

@@ -217,7 +217,7 @@ impl Proxy {
         let route = Route::of(req.uri().path());
         let endpoint = Route::label(&route);
         let resp = async {
-            match self.route(req, route, &request_id, received).await {
+            match self.route(req, route, request_id, received).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     tracing::info!(error = %e, "request refused");
@@ -236,7 +236,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         route: Result<Route, Error>,
-        request_id: &str,
+        request_id: String,
         received: Instant,
     ) -> Result<Response<Body>, Error> {
         let route = route?;
@@ -257,7 +257,7 @@ impl Proxy {
                     AuthError::Invalid => "invalid-token",
                     AuthError::Expired => "expired-token",
                 };
-                self.audit.auth_failure(server, why, request_id, received);
+                self.audit.auth_failure(server, why, &request_id, received);
                 return Ok(self.unauthorized(&req, e));
             }
         };
@@ -271,7 +271,6 @@ impl Proxy {
                 .as_deref()
                 .unwrap_or("(workspace token)"),
         );
-        let request_id = request_id.to_owned();
         match route {
             Route::Server(name) => {
                 span.record("server", name.as_str());

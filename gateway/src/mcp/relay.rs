@@ -267,6 +267,7 @@ fn client_id_from_gateway_id(id: &str) -> Option<Value> {
 /// message was a `tools/call` request, whose answer ends its stream. `max_held`: the bound on a
 /// JSON answer held to be rewritten or read.
 pub async fn relay(
+    server: &str,
     upstream: Response<Incoming>,
     relay: Relay,
     ctx: Context,
@@ -282,7 +283,7 @@ pub async fn relay(
             "upstream refused the gateway's credentials"
         );
         return Err(Error::UpstreamCredentials {
-            server: ctx.server,
+            server: server.to_owned(),
             status,
         });
     }
@@ -292,7 +293,6 @@ pub async fn relay(
     if ctx.aggregated {
         headers.remove(&upstream::MCP_SESSION_ID);
     }
-    let server = ctx.server.clone();
     // Streams that end with the answer the gateway watches for; their headers wait for the
     // first event.
     let answer_stream =
@@ -316,12 +316,12 @@ pub async fn relay(
             .collect()
             .await
             .map_err(|e| Error::Unreadable {
-                server: server.clone(),
+                server: server.to_owned(),
                 reason: e.to_string(),
             })?
             .to_bytes();
         let not_json = |e: serde_json::Error| Error::NotJson {
-            server: server.clone(),
+            server: server.to_owned(),
             reason: e.to_string(),
         };
         if ctx.rewrites(&relay) {
@@ -340,7 +340,7 @@ pub async fn relay(
         let primed = sse::primed(body, sse::FIRST_EVENT_WAIT).await;
         if let Some(e) = primed.failed() {
             return Err(Error::StreamFailed {
-                server,
+                server: server.to_owned(),
                 reason: e.to_string(),
             });
         }

@@ -238,6 +238,7 @@ impl Proxy {
             self.sessions.bind(key, &ctx.identity.token_id);
         }
         relay::relay(
+            &server.name,
             upstream,
             relay,
             ctx,
