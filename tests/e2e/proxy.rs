@@ -1,10 +1,9 @@
 //! The MCP endpoint end to end: real rmcp servers upstream (stateful 2025-11-25 and stateless),
 //! real rmcp clients and raw HTTP in front, the gateway in between.
 
-use mcpgw::policy::PolicyConfig;
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, TestGateway, guests, install, mcp_client, secrets_guard_dir};
+use mcpgw_tests::{Seed, TestGateway, guests, install, mcp_client, start_guarded};
 use reqwest::{Method, StatusCode};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
@@ -25,15 +24,7 @@ struct Env {
 async fn env(enforce: bool) -> Env {
     let db = TestDb::sqlite();
     let (stateful, stateless) = (Upstream::start(true).await, Upstream::start(false).await);
-    let policies = secrets_guard_dir();
-    let gw = TestGateway::start_with(
-        &db.url,
-        PolicyConfig {
-            dir: Some(policies.path().into()),
-            ..PolicyConfig::default()
-        },
-    )
-    .await;
+    let (gw, policies) = start_guarded(&db.url).await;
     let tokens = gw
         .seed(&Seed {
             workspace: "acme",

@@ -5,10 +5,9 @@
 //! The interpreter is the venv `scripts/setup` makes at `target/mcp-python`, or `MCPGW_TEST_PYTHON`.
 //! Without it the test says so and skips, except under CI, where it fails.
 
-use mcpgw::policy::PolicyConfig;
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, TestGateway, secrets_guard_dir};
+use mcpgw_tests::{Seed, start_guarded};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -262,15 +261,7 @@ async fn the_python_sdk_lists_and_calls_tools_at_both_revisions_and_reads_denial
     };
     let db = TestDb::sqlite();
     let (stateful, stateless) = (Upstream::start(true).await, Upstream::start(false).await);
-    let policies = secrets_guard_dir();
-    let gw = TestGateway::start_with(
-        &db.url,
-        PolicyConfig {
-            dir: Some(policies.path().into()),
-            ..PolicyConfig::default()
-        },
-    )
-    .await;
+    let (gw, _policies) = start_guarded(&db.url).await;
     let tokens = gw
         .seed(&Seed {
             workspace: "acme",

@@ -260,6 +260,21 @@ pub struct Seed<'a> {
     pub members: &'a [(&'a str, &'a [&'a str])],
 }
 
+/// A gateway on `database` with secrets-guard in its policy directory (kept alive by the
+/// returned directory): the chain most tests run.
+pub async fn start_guarded(database: &str) -> (TestGateway, tempfile::TempDir) {
+    let policies = secrets_guard_dir();
+    let gw = TestGateway::start_with(
+        database,
+        mcpgw::policy::PolicyConfig {
+            dir: Some(policies.path().into()),
+            ..mcpgw::policy::PolicyConfig::default()
+        },
+    )
+    .await;
+    (gw, policies)
+}
+
 /// A policy directory holding secrets-guard, the module most tests run behind the allowlist.
 pub fn secrets_guard_dir() -> tempfile::TempDir {
     let policies = tempfile::tempdir().expect("policy dir");
