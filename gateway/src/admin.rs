@@ -50,6 +50,9 @@ pub enum Error {
     /// The store refused.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The audit trail could not be read.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::Error),
 }
 
 impl Error {
@@ -59,12 +62,13 @@ impl Error {
             Error::NoRoute(..) => (StatusCode::NOT_FOUND, "no_route"),
             Error::Body(_) => (StatusCode::BAD_REQUEST, "invalid"),
             Error::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Error::Store(e) => match e {
+            Error::Audit(crate::audit::Error::Store(e)) | Error::Store(e) => match e {
                 store::Error::Duplicate(..) => (StatusCode::CONFLICT, e.code()),
                 store::Error::NotFound(..) => (StatusCode::NOT_FOUND, e.code()),
                 store::Error::Invalid(_) => (StatusCode::BAD_REQUEST, e.code()),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, e.code()),
             },
+            Error::Audit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 

@@ -287,6 +287,26 @@ impl Stats {
     }
 }
 
+/// Why reading or writing the trail failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store refused: a query failed, or the input is invalid (a time, a filter).
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The writer's own SQLite connection failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer's blocking thread failed.
+    #[error("audit writer: {0}")]
+    Writer(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Error {
+        Error::Store(e.into())
+    }
+}
+
 /// The queue is full: the call must not run.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -1,8 +1,9 @@
 //! Audit records in the store: appending batches to the hash chains, querying, verifying,
 //! checkpointing and pruning. The same SQL runs on SQLite and PostgreSQL (see [`crate::store`]).
 
+use super::Error;
 use super::{GENESIS, Record};
-use crate::store::{Db, Error, with_db};
+use crate::store::{Db, with_db};
 use serde::Serialize;
 use sqlx::Row as _;
 
@@ -377,15 +378,15 @@ pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Record>> {
     if let Some(d) = &filter.decision
         && super::Decision::parse(d).is_none()
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Store(crate::store::Error::Invalid(format!(
             "invalid decision {d:?}: expected allow, would-deny, deny or error"
-        )));
+        ))));
     }
     let limit = filter.limit.unwrap_or(100);
     if !(1..=1_000_000).contains(&limit) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Store(crate::store::Error::Invalid(format!(
             "invalid limit {limit}: expected 1..=1000000"
-        )));
+        ))));
     }
     with_db!(db, p => {
         let mut q = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_records WHERE 1 = 1"));

@@ -37,12 +37,6 @@ pub enum Error {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The audit writer's own SQLite connection failed.
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The audit writer's blocking thread failed.
-    #[error("audit writer: {0}")]
-    Writer(String),
 }
 
 impl Error {
@@ -52,11 +46,7 @@ impl Error {
             Error::Duplicate(..) => "duplicate",
             Error::NotFound(..) => "not_found",
             Error::Invalid(_) => "invalid",
-            Error::Url(_)
-            | Error::Migrate(_)
-            | Error::Database(_)
-            | Error::Sqlite(_)
-            | Error::Writer(_) => "internal",
+            Error::Url(_) | Error::Migrate(_) | Error::Database(_) => "internal",
         }
     }
 }
