@@ -22,7 +22,6 @@ use crate::policy::{Denial, PolicyChain, Question, Verdict};
 use crate::upstream;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -268,7 +267,7 @@ fn client_id_from_gateway_id(id: &str) -> Option<Value> {
 /// JSON answer held to be rewritten or read.
 pub async fn relay(
     server: &str,
-    upstream: Response<Incoming>,
+    upstream: upstream::UpstreamResponse,
     relay: Relay,
     ctx: Context,
     tool_call: bool,

@@ -8,14 +8,15 @@
 //! once when the upstream forgets it (404). Which revisions a server speaks is asked once and
 //! remembered for [`DISCOVER_TTL`].
 
-use super::{Error, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, Upstream};
+use super::{
+    Error, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, Upstream, UpstreamResponse,
+};
 use crate::identity::ServerView;
 use crate::mcp::sse;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -163,7 +164,7 @@ impl Client {
         body: &Value,
         revision: Revision,
         client_headers: &HeaderMap,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<UpstreamResponse, Error> {
         if revision == Revision::Modern {
             return self.send_modern(server, body, client_headers).await;
         }
@@ -197,7 +198,7 @@ impl Client {
         &self,
         owner: &str,
         server: &ServerView,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<UpstreamResponse, Error> {
         let key = (owner.to_owned(), server.name.clone());
         let session = self.session(&key, server).await?;
         let mut headers = legacy_headers(session.as_deref());
@@ -215,7 +216,7 @@ impl Client {
         server: &ServerView,
         body: &Value,
         client_headers: &HeaderMap,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<UpstreamResponse, Error> {
         let mut h = headers(MODERN);
         let method = body.get("method").and_then(Value::as_str).unwrap_or("");
         if let Some(v) = header_value(method) {
@@ -306,7 +307,7 @@ impl Client {
     /// The JSON-RPC response with `id` from a JSON or SSE answer (bounded in size and time).
     pub async fn read_answer(
         &self,
-        resp: Response<Incoming>,
+        resp: UpstreamResponse,
         id: &Value,
         server: &ServerView,
     ) -> Result<Value, Error> {

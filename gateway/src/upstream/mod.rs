@@ -1,5 +1,8 @@
-//! Forwarding to upstream MCP servers (the gateway as an MCP client of them: `client.rs`): one pooled HTTP client for all of them, the server's
-//! configured headers added, the client's token and hop-by-hop headers never passed on.
+//! Reaching upstream MCP servers. [`Upstream::forward`] is the one way out, for both endpoints:
+//! one pooled HTTP client for every server, the server's configured headers added, the client's
+//! token and hop-by-hop headers never passed on; it answers an [`UpstreamResponse`], whose body
+//! type has a variant per transport (a stdio server is the next). `client.rs` is the gateway as an
+//! MCP client of its upstreams (sessions, revision discovery, lists), built on `forward`.
 
 pub mod client;
 
@@ -104,6 +107,43 @@ static FORWARDED_RESPONSE_HEADERS: [HeaderName; 7] = [
     header::ALLOW,
 ];
 
+/// What an upstream answers with: a streaming body. One variant per transport, so the relay
+/// serves every kind of upstream alike without boxing the body; the HTTP client's is the one
+/// today, a stdio server's stream is the next.
+pub enum UpstreamBody {
+    /// The body of an HTTP upstream's response.
+    Http(Incoming),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Http(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Http(b) => b.size_hint(),
+        }
+    }
+}
+
+/// An upstream's response.
+pub type UpstreamResponse = Response<UpstreamBody>;
+
 /// The pooled client.
 #[derive(Clone)]
 pub struct Upstream {
@@ -141,7 +181,7 @@ impl Upstream {
         method: Method,
         incoming: &HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<UpstreamResponse, Error> {
         let url_error = |reason: String| Error::Url {
             server: server.name.clone(),
             reason,
@@ -210,7 +250,7 @@ impl Upstream {
                     reason,
                 })
             }
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http)),
         }
     }
 }
