@@ -5,7 +5,7 @@ use crate::audit;
 use crate::config::Secret;
 use crate::identity::Directory;
 use crate::policy::PolicySet;
-use crate::store::{self, HeaderSpec};
+use crate::store;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -30,6 +30,8 @@ pub struct Admin {
     pub audit: Arc<crate::audit::Audit>,
     /// Counters of the MCP endpoint.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The stdio servers' processes, for `servers/status`.
+    pub stdio: Arc<crate::upstream::stdio::Stdio>,
 }
 
 /// Admin API errors, each with an HTTP status and a stable code.
@@ -108,8 +110,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Error> {
-    let body = Limited::new(req.into_body(), MAX_BODY)
+/// The request body, up to [`MAX_BODY`].
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Error> {
+    Ok(Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| {
@@ -119,8 +122,13 @@ async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Resu
                 Error::Body(e.to_string())
             }
         })?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| Error::Body(e.to_string()))
+        .to_bytes())
+}
+
+/// The body as `T`; a malformed one is refused without echoing any of its values.
+async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Error> {
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::Body(store::json_error(&e)))
 }
 
 #[derive(Deserialize)]
@@ -133,18 +141,6 @@ struct NameBody {
 #[serde(deny_unknown_fields)]
 struct EnforceBody {
     enforce: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerBody {
-    name: String,
-    url: String,
-    #[serde(default)]
-    headers: Vec<HeaderSpec>,
-    /// Before its names on `/mcp`; default `NAME_`.
-    #[serde(default)]
-    prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -295,20 +291,32 @@ impl Admin {
                 self.changed().await;
                 ok(json!({"workspace": ws, "enforce": body.enforce}))
             }
+            (&Method::GET, ["v1", "workspaces", ws, "servers", "status"]) => {
+                // Every stdio server of the workspace, with its process if it has one (a server
+                // not used since the gateway started has none yet).
+                let mut out = Vec::new();
+                let running = self.stdio.status(ws);
+                for server in store.server_list(ws).await? {
+                    if !server.url.starts_with("stdio://") {
+                        continue;
+                    }
+                    out.push(match running.iter().find(|p| p.server == server.name) {
+                        Some(p) => to_json(p),
+                        None => {
+                            json!({"workspace": ws, "server": server.name, "state": "not started",
+                            "restarts": 0, "in_flight": 0, "sessions": 0})
+                        }
+                    });
+                }
+                ok(Value::Array(out))
+            }
             (&Method::GET, ["v1", "workspaces", ws, "servers"]) => {
                 ok(to_json(&store.server_list(ws).await?))
             }
             (&Method::POST, ["v1", "workspaces", ws, "servers"]) => {
-                let body: ServerBody = read_json(req).await?;
-                let server = store
-                    .server_add(
-                        ws,
-                        &body.name,
-                        &body.url,
-                        body.headers,
-                        body.prefix.as_deref(),
-                    )
-                    .await?;
+                // Parsed by the store, so that an error names the field at fault.
+                let spec = store::NewServer::from_json(&read_body(req).await?)?;
+                let server = store.server_add_spec(ws, spec).await?;
                 self.changed().await;
                 created(to_json(&server))
             }

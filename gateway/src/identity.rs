@@ -10,7 +10,7 @@
 //! a full resync every 30 s and after every reconnect in case a notification was lost.
 
 use crate::policy::Principal;
-use crate::store::{self, Db, HeaderSpec, Store, TOKEN_PREFIX, now_ms};
+use crate::store::{self, Db, HeaderSpec, Store, TOKEN_PREFIX, Transport, now_ms};
 use arc_swap::ArcSwap;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -57,6 +57,10 @@ pub struct ServerView {
     /// `url`, parsed once when the snapshot is built; `None` when it does not parse (forwarding
     /// then says why).
     pub uri: Option<http::Uri>,
+    /// Its workspace's name (a stdio process is per workspace and server).
+    pub workspace: String,
+    /// How it is reached: HTTP(S) or a spawned stdio process.
+    pub transport: Arc<Transport>,
 }
 
 /// An authenticated caller.
@@ -82,19 +86,40 @@ pub struct Snapshot {
 impl Snapshot {
     fn build(rows: store::Rows) -> Snapshot {
         let mut servers: HashMap<i64, HashMap<String, Arc<ServerView>>> = HashMap::new();
-        for (ws, name, url, headers, prefix) in rows.servers {
+        let workspace_names: HashMap<i64, &str> = rows
+            .workspaces
+            .iter()
+            .map(|(id, name, _)| (*id, name.as_str()))
+            .collect();
+        for (ws, name, url, headers, prefix, transport) in rows.servers {
             let headers = serde_json::from_str(&headers).unwrap_or_else(|e| {
                 tracing::error!(server = %name, error = %e, "stored headers unreadable; sending none");
                 Vec::new()
             });
+            // A transport this build cannot read is left out rather than guessed at: an
+            // unreadable stdio spec must never fall back to something else.
+            let transport = match transport.as_deref().map(serde_json::from_str::<Transport>) {
+                None => Transport::default(),
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    tracing::error!(server = %name, error = %e, "stored transport unreadable; server left out");
+                    continue;
+                }
+            };
             servers.entry(ws).or_default().insert(
                 name.clone(),
                 Arc::new(ServerView {
                     uri: url.parse().ok(),
                     prefix: store::effective_prefix(&name, prefix.as_deref()),
+                    workspace: workspace_names
+                        .get(&ws)
+                        .copied()
+                        .unwrap_or_default()
+                        .to_owned(),
                     name,
                     url,
                     headers,
+                    transport: Arc::new(transport),
                 }),
             );
         }

@@ -164,8 +164,15 @@ fn the_identity_cli_walkthrough() {
     let servers: serde_json::Value =
         serde_json::from_str(&ok(&["server", "list", "acme", "--json"])).unwrap();
     assert_eq!(
-        servers[0]["headers"][1],
-        serde_json::json!({"name": "Authorization", "env": "DB_TOKEN"})
+        servers[0]["headers"],
+        serde_json::json!([
+            {"name": "X-Team", "source": "literal"},
+            {"name": "Authorization", "source": "env:DB_TOKEN"},
+        ])
+    );
+    assert!(
+        !servers.to_string().contains("core"),
+        "listings show where a header comes from, never its value"
     );
     assert!(
         ok(&["workspace", "list"]).contains("acme")
@@ -302,4 +309,258 @@ fn server_prefixes_are_listed_and_a_shared_prefix_is_refused_naming_both_servers
         .map(|s| (s["name"].as_str().unwrap(), s["prefix"].as_str().unwrap()))
         .collect();
     assert_eq!(prefixes, [("db", "db_"), ("ref", "")]);
+}
+
+#[test]
+fn servers_over_https_and_stdio_are_listed_with_sources_never_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // What relative paths are made absolute against: the directory the command runs in.
+    let here = dir.path().canonicalize().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("mcpgw.db").display());
+    // Global flags first: everything after `--` belongs to the stdio command.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .args(["--database", &db])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run mcpgw")
+    };
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    };
+    ok(&["workspace", "create", "acme"]);
+    ok(&[
+        "server",
+        "add",
+        "acme",
+        "api",
+        "https://api.internal/mcp",
+        "--ca-file",
+        "ca.pem",
+        "--client-cert",
+        "tls/client.pem",
+        "--client-key",
+        "/etc/mcpgw/client.key",
+        "--header",
+        "X-Team: sekrit-header-value",
+        "--header-env",
+        "Authorization: API_TOKEN",
+        "--header-file",
+        "X-Key: key.txt",
+    ]);
+    ok(&[
+        "server",
+        "add",
+        "acme",
+        "gh",
+        "--stdio",
+        "--env",
+        "MODE=sekrit-env-value",
+        "--env-from",
+        "GITHUB_TOKEN=GH_TOKEN",
+        "--env-file",
+        "KEY=gh.key",
+        "--cwd",
+        "work",
+        "--no-network",
+        "--read-only",
+        "/usr/share",
+        "--memory-mb",
+        "256",
+        "--",
+        "npx",
+        "-y",
+        "@modelcontextprotocol/server-github",
+    ]);
+
+    let listed = ok(&["server", "list", "acme", "--json"]);
+    assert!(!listed.contains("sekrit"), "a value leaked: {listed}");
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let at = |p: &str| here.join(p).display().to_string();
+    assert_eq!(v[0]["name"], "api");
+    assert_eq!(
+        v[0]["headers"],
+        serde_json::json!([
+            {"name": "X-Team", "source": "literal"},
+            {"name": "Authorization", "source": "env:API_TOKEN"},
+            {"name": "X-Key", "source": format!("file:{}", at("key.txt"))},
+        ])
+    );
+    assert_eq!(
+        v[0]["transport"],
+        serde_json::json!({"kind": "http", "tls": {
+            "ca_file": at("ca.pem"),
+            "client_cert": at("tls/client.pem"),
+            "client_key": "/etc/mcpgw/client.key",
+        }})
+    );
+    let gh = &v[1];
+    assert_eq!(
+        (&gh["name"], &gh["url"], &gh["headers"]),
+        (
+            &serde_json::json!("gh"),
+            &serde_json::json!("stdio://acme/gh"),
+            &serde_json::json!([])
+        )
+    );
+    let t = &gh["transport"];
+    assert_eq!(
+        (&t["kind"], &t["command"], &t["args"], &t["cwd"]),
+        (
+            &serde_json::json!("stdio"),
+            &serde_json::json!("npx"),
+            &serde_json::json!(["-y", "@modelcontextprotocol/server-github"]),
+            &serde_json::json!(at("work"))
+        )
+    );
+    assert_eq!(
+        t["env"],
+        serde_json::json!([
+            {"name": "MODE", "source": "literal"},
+            {"name": "GITHUB_TOKEN", "source": "env:GH_TOKEN"},
+            {"name": "KEY", "source": format!("file:{}", at("gh.key"))},
+        ])
+    );
+    assert_eq!(
+        (
+            &t["fence"]["enabled"],
+            &t["fence"]["no_network"],
+            &t["fence"]["read_only"],
+            &t["fence"]["memory_mb"],
+            &t["fence"]["cpu_seconds"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(["/usr/share"]),
+            &serde_json::json!(256),
+            &serde_json::json!(3600)
+        )
+    );
+
+    let table = ok(&["server", "list", "acme"]);
+    assert!(!table.contains("sekrit"), "a value leaked: {table}");
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {table}"))
+            .to_owned()
+    };
+    let api = line("api ");
+    for part in [
+        "https",
+        "https://api.internal/mcp",
+        "X-Team=literal",
+        "Authorization=env:API_TOKEN",
+        &format!("X-Key=file:{}", at("key.txt")),
+        &format!("ca-file={}", at("ca.pem")),
+    ] {
+        assert!(api.contains(part), "{part} in {api}");
+    }
+    let gh = line("gh ");
+    for part in [
+        "stdio",
+        "npx -y @modelcontextprotocol/server-github",
+        "MODE=literal",
+        "GITHUB_TOKEN=env:GH_TOKEN",
+        &format!("KEY=file:{}", at("gh.key")),
+    ] {
+        assert!(gh.contains(part), "{part} in {gh}");
+    }
+
+    // Refused, with the reason, and nothing added.
+    for (args, message) in [
+        (&["server", "add", "acme", "x"][..], "<URL>"),
+        (
+            &[
+                "server", "add", "acme", "x", "http://x", "--stdio", "--", "srv",
+            ][..],
+            "cannot be used with",
+        ),
+        (
+            &["server", "add", "acme", "x", "http://x", "--env", "K=V"][..],
+            "--stdio",
+        ),
+        (&["server", "add", "acme", "x", "--stdio"][..], "<COMMAND>"),
+        (
+            &[
+                "server",
+                "add",
+                "acme",
+                "x",
+                "--stdio",
+                "--no-fence",
+                "--no-network",
+                "--",
+                "srv",
+            ][..],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "server", "add", "acme", "x", "--stdio", "--header", "A: b", "--", "srv",
+            ][..],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "server",
+                "add",
+                "acme",
+                "x",
+                "http://x",
+                "--ca-file",
+                "ca.pem",
+            ][..],
+            "tls: only for an https:// url",
+        ),
+        (
+            &[
+                "server",
+                "add",
+                "acme",
+                "x",
+                "https://x",
+                "--client-cert",
+                "c.pem",
+            ][..],
+            "--client-key",
+        ),
+        (
+            &[
+                "server", "add", "acme", "x", "--stdio", "--env", "PATH=/x", "--", "srv",
+            ][..],
+            "PATH is set by the gateway",
+        ),
+        (
+            &[
+                "server",
+                "add",
+                "acme",
+                "x",
+                "--stdio",
+                "--memory-mb",
+                "0",
+                "--",
+                "srv",
+            ][..],
+            "resource limits must be positive",
+        ),
+    ] {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let after: serde_json::Value =
+        serde_json::from_str(&ok(&["server", "list", "acme", "--json"])).unwrap();
+    assert_eq!(after.as_array().map(Vec::len), Some(2));
 }

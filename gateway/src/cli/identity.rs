@@ -1,9 +1,11 @@
 //! Workspaces, servers, members, tokens, grants and enforcement, over the store.
 
 use super::{Command, OnOff, print_json, time};
-use anyhow::{Result, bail};
-use clap::Subcommand;
-use mcpgw::store::{self, Store};
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use mcpgw::store::transport::{self, EnvKind};
+use mcpgw::store::{self, Fence, NewServer, StdioSpec, Store, TlsFiles, TransportView};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -18,26 +20,226 @@ pub enum WorkspaceCmd {
 
 #[derive(Subcommand)]
 pub enum ServerCmd {
-    /// Add an upstream server.
+    /// Add an upstream server: an http(s):// URL, or a local process with --stdio -- COMMAND.
     Add {
         workspace: String,
         name: String,
-        url: String,
+        /// The server's Streamable HTTP endpoint, http:// or https:// (not with --stdio).
+        #[arg(required_unless_present = "stdio")]
+        url: Option<String>,
         /// A header to send upstream: 'Name: value' (stored as given).
-        #[arg(long = "header")]
+        #[arg(
+            long = "header",
+            value_name = "'NAME: VALUE'",
+            conflicts_with = "stdio"
+        )]
         headers: Vec<String>,
         /// A header whose value is read from an environment variable: 'Name: ENV_VAR' (only the name is stored).
-        #[arg(long = "header-env")]
+        #[arg(
+            long = "header-env",
+            value_name = "'NAME: VAR'",
+            conflicts_with = "stdio"
+        )]
         header_envs: Vec<String>,
+        /// A header whose value is a file's contents, read when sending: 'Name: /path' (only the path is stored).
+        #[arg(
+            long = "header-file",
+            value_name = "'NAME: PATH'",
+            conflicts_with = "stdio"
+        )]
+        header_files: Vec<String>,
         /// What goes before this server's tool and prompt names on /mcp (default: NAME_; '' keeps
         /// them unchanged). Two servers of a workspace cannot share one.
         #[arg(long)]
         prefix: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
+        #[command(flatten)]
+        stdio: Box<StdioArgs>,
     },
     /// Remove an upstream server.
     Remove { workspace: String, name: String },
-    /// List a workspace's servers.
+    /// Show the processes of a workspace's stdio servers (pid, uptime, restarts, last exit, the
+    /// fence in place), asked of the running gateway's admin API.
+    Status {
+        workspace: String,
+        /// The admin API (default: http://{admin_listen} from the configuration).
+        #[arg(long, env = "MCPGW_ADMIN_URL")]
+        admin_url: Option<String>,
+    },
+    /// List a workspace's servers (where each header or variable comes from, never its value).
     List { workspace: String },
+}
+
+/// TLS files of an https:// server. Relative paths are taken from the current directory.
+#[derive(Args)]
+pub struct TlsArgs {
+    /// CA certificates (PEM) trusted for this server instead of the system's roots.
+    #[arg(long, value_name = "PEM", conflicts_with = "stdio")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; with --client-key.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "client_key",
+        conflicts_with = "stdio"
+    )]
+    client_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS; with --client-cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "client_cert",
+        conflicts_with = "stdio"
+    )]
+    client_key: Option<PathBuf>,
+}
+
+/// A server spawned as a local process. Relative paths are taken from the current directory.
+#[derive(Args)]
+pub struct StdioArgs {
+    /// Run the server as a local process speaking MCP on stdin/stdout: the command after `--`.
+    #[arg(long, conflicts_with = "url", requires = "program")]
+    stdio: bool,
+    /// An environment variable of the process: K=V (stored as given: not for secrets).
+    #[arg(long = "env", value_name = "K=V", requires = "stdio")]
+    env: Vec<String>,
+    /// An environment variable of the process taken from the gateway's own: K=GATEWAY_VAR (only
+    /// the name is stored).
+    #[arg(long = "env-from", value_name = "K=VAR", requires = "stdio")]
+    env_from: Vec<String>,
+    /// An environment variable of the process read from a file at spawn: K=PATH (only the path
+    /// is stored).
+    #[arg(long = "env-file", value_name = "K=PATH", requires = "stdio")]
+    env_file: Vec<String>,
+    /// Working directory of the process (default: its own home directory).
+    #[arg(long, value_name = "DIR", requires = "stdio")]
+    cwd: Option<PathBuf>,
+    /// Run it without the fence (no namespaces, Landlock, limits or user change).
+    #[arg(long, requires = "stdio", conflicts_with_all = [
+        "no_network", "read_only", "read_write", "memory_mb", "max_processes", "max_open_files",
+        "cpu_seconds", "run_as",
+    ])]
+    no_fence: bool,
+    /// Give it no network (its own empty network namespace).
+    #[arg(long, requires = "stdio")]
+    no_network: bool,
+    /// A path it may read (repeatable; system directories are added).
+    #[arg(long = "read-only", value_name = "PATH", requires = "stdio")]
+    read_only: Vec<PathBuf>,
+    /// A path it may read and write (repeatable; besides its home directory).
+    #[arg(long = "read-write", value_name = "PATH", requires = "stdio")]
+    read_write: Vec<PathBuf>,
+    /// Its data segment limit, MiB [default: 1024].
+    #[arg(long, value_name = "N", requires = "stdio")]
+    memory_mb: Option<u64>,
+    /// Its process limit [default: 512].
+    #[arg(long, value_name = "N", requires = "stdio")]
+    max_processes: Option<u64>,
+    /// Its open-file limit [default: 1024].
+    #[arg(long, value_name = "N", requires = "stdio")]
+    max_open_files: Option<u64>,
+    /// Its CPU time limit, seconds [default: 3600].
+    #[arg(long, value_name = "N", requires = "stdio")]
+    cpu_seconds: Option<u64>,
+    /// The user it runs as when the gateway runs as root [default: nobody].
+    #[arg(long, value_name = "USER", requires = "stdio")]
+    run_as: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND", requires = "stdio")]
+    program: Vec<String>,
+}
+
+/// `p` made absolute against the current directory (not resolved: a symlink stays one).
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("path {:?}", p.display().to_string()))
+}
+
+/// `KEY{sep}PATH` with the path made absolute; anything else unchanged (the parser says why).
+fn absolute_after(spec: &str, sep: char) -> Result<String> {
+    match spec.split_once(sep) {
+        Some((key, path)) if !path.trim().is_empty() => {
+            let path = absolute(Path::new(path.trim()))?;
+            Ok(format!("{key}{sep}{}", path.display()))
+        }
+        _ => Ok(spec.to_owned()),
+    }
+}
+
+impl TlsArgs {
+    fn files(self) -> Result<Option<TlsFiles>> {
+        let abs = |p: Option<PathBuf>| p.as_deref().map(absolute).transpose();
+        let tls = TlsFiles {
+            ca_file: abs(self.ca_file)?,
+            client_cert: abs(self.client_cert)?,
+            client_key: abs(self.client_key)?,
+        };
+        Ok((!tls.is_empty()).then_some(tls))
+    }
+}
+
+impl StdioArgs {
+    fn spec(self) -> Result<Option<StdioSpec>> {
+        if !self.stdio {
+            return Ok(None);
+        }
+        let mut program = self.program.into_iter();
+        let Some(mut command) = program.next() else {
+            bail!("--stdio needs the command after `--`");
+        };
+        // `./server` or `bin/server` means here, not the child's working directory.
+        if command.contains('/') && !command.starts_with('/') {
+            command = absolute(Path::new(&command))?.display().to_string();
+        }
+        let mut env = Vec::new();
+        for e in &self.env {
+            env.push(transport::parse_env(e, EnvKind::Literal)?);
+        }
+        for e in &self.env_from {
+            env.push(transport::parse_env(e, EnvKind::From)?);
+        }
+        for e in &self.env_file {
+            env.push(transport::parse_env(
+                &absolute_after(e, '=')?,
+                EnvKind::File,
+            )?);
+        }
+        let abs_all = |ps: Vec<PathBuf>| ps.iter().map(|p| absolute(p)).collect::<Result<Vec<_>>>();
+        let defaults = Fence::default();
+        let fence = Fence {
+            enabled: !self.no_fence,
+            no_network: self.no_network,
+            read_only: abs_all(self.read_only)?,
+            read_write: abs_all(self.read_write)?,
+            memory_mb: self.memory_mb.unwrap_or(defaults.memory_mb),
+            max_processes: self.max_processes.unwrap_or(defaults.max_processes),
+            max_open_files: self.max_open_files.unwrap_or(defaults.max_open_files),
+            cpu_seconds: self.cpu_seconds.unwrap_or(defaults.cpu_seconds),
+            run_as: self.run_as.unwrap_or(defaults.run_as),
+        };
+        Ok(Some(StdioSpec {
+            command,
+            args: program.collect(),
+            env,
+            cwd: self.cwd.as_deref().map(absolute).transpose()?,
+            fence,
+        }))
+    }
+}
+
+/// A command line as one would type it again: arguments with spaces or quotes are quoted.
+fn command_line(command: &str, args: &[String]) -> String {
+    std::iter::once(command)
+        .chain(args.iter().map(String::as_str))
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                format!("{a:?}")
+            } else {
+                a.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Subcommand)]
@@ -124,7 +326,10 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
             url,
             headers,
             header_envs,
+            header_files,
             prefix,
+            tls,
+            stdio,
         }) => {
             let mut specs = Vec::new();
             for h in &headers {
@@ -133,9 +338,18 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
             for h in &header_envs {
                 specs.push(store::parse_header(h, true)?);
             }
-            store
-                .server_add(&workspace, &name, &url, specs, prefix.as_deref())
-                .await?;
+            for h in &header_files {
+                specs.push(store::parse_header_file(&absolute_after(h, ':')?)?);
+            }
+            let spec = NewServer {
+                name: name.clone(),
+                url,
+                headers: specs,
+                prefix,
+                tls: tls.files()?,
+                stdio: stdio.spec()?,
+            };
+            store.server_add_spec(&workspace, spec).await?;
             println!("added server {name} to {workspace}");
         }
         Command::Server(ServerCmd::Remove { workspace, name }) => {
@@ -147,23 +361,50 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
             if json {
                 print_json(&list)?;
             } else {
-                println!("{:<16} {:<16} {:<40} HEADERS", "NAME", "PREFIX", "URL");
+                println!(
+                    "{:<16} {:<16} {:<6} {:<40} SOURCES",
+                    "NAME", "PREFIX", "KIND", "URL OR COMMAND"
+                );
                 for s in list {
-                    let headers: Vec<String> = s
+                    // Names and where their values come from, never the values.
+                    let mut sources: Vec<String> = s
                         .headers
                         .iter()
-                        .map(|h| match &h.env {
-                            Some(env) => format!("{} (from ${env})", h.name),
-                            None => h.name.clone(),
-                        })
+                        .map(|h| format!("{}={}", h.name, h.source))
                         .collect();
+                    let (kind, target) = match &s.transport {
+                        TransportView::Http { tls } => {
+                            for (what, file) in [
+                                ("ca-file", &tls.ca_file),
+                                ("client-cert", &tls.client_cert),
+                                ("client-key", &tls.client_key),
+                            ] {
+                                if let Some(f) = file {
+                                    sources.push(format!("{what}={}", f.display()));
+                                }
+                            }
+                            let https = s
+                                .url
+                                .get(..8)
+                                .is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+                            (if https { "https" } else { "http" }, s.url.clone())
+                        }
+                        TransportView::Stdio {
+                            command, args, env, ..
+                        } => {
+                            sources.extend(env.iter().map(|e| format!("{}={}", e.name, e.source)));
+                            ("stdio", command_line(command, args))
+                        }
+                        TransportView::Unreadable => ("?", s.url.clone()),
+                    };
                     let prefix = format!("{:?}", s.prefix);
                     println!(
-                        "{:<16} {:<16} {:<40} {}",
+                        "{:<16} {:<16} {:<6} {:<40} {}",
                         s.name,
                         prefix,
-                        s.url,
-                        headers.join(", ")
+                        kind,
+                        target,
+                        sources.join(", ")
                     );
                 }
             }
@@ -264,8 +505,12 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
                 if on { "on" } else { "off" }
             );
         }
-        Command::Serve { .. } | Command::Dev { .. } | Command::Policy(_) | Command::Audit(_) => {
-            bail!("not an admin command")
+        Command::Serve { .. }
+        | Command::Dev { .. }
+        | Command::Policy(_)
+        | Command::Audit(_)
+        | Command::Server(ServerCmd::Status { .. }) => {
+            bail!("not a store command")
         }
     }
     Ok(ExitCode::SUCCESS)

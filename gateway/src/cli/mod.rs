@@ -4,12 +4,14 @@
 //! - `identity.rs`: workspaces, servers, members, tokens, grants, enforcement (over the store);
 //! - `policy.rs`: policy modules offline (check, run, status);
 //! - `audit.rs`: the audit trail (list, tail, export, verify, checkpoint, prune);
-//! - `dev.rs`: `mcpgw dev`, the complete demo.
+//! - `dev.rs`: `mcpgw dev`, the complete demo;
+//! - `status.rs`: `mcpgw server status`, asked of a running gateway's admin API.
 
 mod audit;
 mod dev;
 mod identity;
 mod policy;
+mod status;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -182,6 +184,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("open {}", redact_url(&config.database)))?;
                 audit::run(&store, cmd, g.json).await
             })
+        }
+        Command::Server(ServerCmd::Status {
+            workspace,
+            admin_url,
+        }) => {
+            let config = load_config(&g)?;
+            runtime()?.block_on(status::server_status(
+                &config,
+                &workspace,
+                admin_url.as_deref(),
+                g.json,
+            ))
         }
         command => {
             let config = load_config(&g)?;

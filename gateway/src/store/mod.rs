@@ -14,7 +14,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
+
+pub mod transport;
 use std::time::Duration;
+pub use transport::{EnvSpec, Fence, SourceView, StdioSpec, TlsFiles, Transport, TransportView};
 
 /// Errors of store operations. Bad input is a plain variant with a message naming the value.
 #[derive(Debug, thiserror::Error)]
@@ -96,22 +99,305 @@ pub struct HeaderSpec {
     /// The environment variable that holds the value (for secrets: only the name is stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// A file whose contents are the value (read when sending; only the path is stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<std::path::PathBuf>,
 }
 
-/// An upstream MCP server of a workspace.
+impl HeaderSpec {
+    /// Where the value comes from (`literal`, `env:VAR`, `file:PATH`): what listings show.
+    pub fn source(&self) -> String {
+        transport::source_label(
+            self.value.as_deref(),
+            self.env.as_deref(),
+            self.file.as_deref(),
+        )
+    }
+
+    /// A valid name and exactly one valid source. Messages name the header, never its value.
+    fn validate(&self) -> Result<()> {
+        let name = &self.name;
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::Invalid(format!("invalid header name {name:?}")))?;
+        match (&self.value, &self.env, &self.file) {
+            (Some(v), None, None) => http::HeaderValue::from_str(v)
+                .map(drop)
+                .map_err(|_| Error::Invalid(format!("invalid value for header {name:?}"))),
+            (None, Some(env), None) if transport::valid_env_name(env) => Ok(()),
+            (None, Some(env), None) => Err(Error::Invalid(format!(
+                "header {name:?}: invalid environment variable name {env:?}"
+            ))),
+            (None, None, Some(file)) if file.is_absolute() => Ok(()),
+            (None, None, Some(file)) => Err(Error::Invalid(format!(
+                "header {name:?}: file must be an absolute path, not {}",
+                file.display()
+            ))),
+            _ => Err(Error::Invalid(format!(
+                "header {name:?}: give exactly one of value, env, file"
+            ))),
+        }
+    }
+}
+
+/// A server to add, as the admin API takes it (`POST /v1/workspaces/{ws}/servers`) and the CLI
+/// builds it: either an HTTP(S) server (`url`, optional `headers` and `tls`) or a stdio one
+/// (`stdio`, no `url`, no `headers`).
+#[derive(Clone, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewServer {
+    /// Server name, unique in its workspace.
+    pub name: String,
+    /// Streamable HTTP endpoint (`http://` or `https://`); none for a stdio server.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Headers injected into every upstream request (HTTP only).
+    #[serde(default)]
+    pub headers: Vec<HeaderSpec>,
+    /// Before its names on `/mcp`; default `NAME_`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// PEM files for an `https://` server.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// The process to spawn for a stdio server.
+    #[serde(default)]
+    pub stdio: Option<StdioSpec>,
+}
+
+impl NewServer {
+    /// Parses a JSON body. An error names the field at fault (`stdio.fence.memory_mb`) and never
+    /// echoes a value.
+    pub fn from_json(body: &[u8]) -> Result<NewServer> {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| Error::Invalid(format!("invalid JSON: {}", json_error(&e))))?;
+        serde_json::from_value(value.clone()).map_err(|e| match locate(&value) {
+            Some((path, e)) => Error::Invalid(format!("{path}: {}", json_error(&e))),
+            None => Error::Invalid(json_error(&e)),
+        })
+    }
+
+    /// Checks every field and works out what is stored: the URL (`stdio://{workspace}/{name}`
+    /// for a stdio server) and the transport (`None` for plain HTTP, as rows from before
+    /// transports were stored).
+    fn check(&self, workspace: &str) -> Result<(String, Option<Transport>)> {
+        validate_server_name(&self.name)?;
+        if let Some(p) = &self.prefix {
+            validate_prefix(p)?;
+        }
+        match (&self.stdio, &self.url) {
+            (Some(_), Some(_)) => Err(Error::Invalid(
+                "url: a stdio server has none (it is spawned, not dialled)".into(),
+            )),
+            (Some(stdio), None) => {
+                if !self.headers.is_empty() {
+                    return Err(Error::Invalid(
+                        "headers: a stdio server has none (give it environment variables)".into(),
+                    ));
+                }
+                if self.tls.is_some() {
+                    return Err(Error::Invalid("tls: only for an https:// url".into()));
+                }
+                let transport = Transport::Stdio(stdio.clone());
+                transport.validate()?;
+                Ok((
+                    format!("stdio://{workspace}/{}", self.name),
+                    Some(transport),
+                ))
+            }
+            (None, None) => Err(Error::Invalid(
+                "url: required (or stdio, for a server spawned as a process)".into(),
+            )),
+            (None, Some(url)) => {
+                validate_url(url)?;
+                for h in &self.headers {
+                    h.validate()?;
+                }
+                let tls = self.tls.clone().unwrap_or_default();
+                if tls.is_empty() {
+                    return Ok((url.clone(), None));
+                }
+                let https = url
+                    .get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+                if !https {
+                    return Err(Error::Invalid("tls: only for an https:// url".into()));
+                }
+                let transport = Transport::Http { tls };
+                transport.validate()?;
+                Ok((url.clone(), Some(transport)))
+            }
+        }
+    }
+}
+
+/// The innermost field of a server body that does not parse, with its own error: what
+/// `NewServer::from_json` names. serde reports a type error without saying where it is.
+fn locate(body: &serde_json::Value) -> Option<(String, serde_json::Error)> {
+    use serde_json::Value;
+    fn probe<T: serde::de::DeserializeOwned>(v: &Value) -> Option<serde_json::Error> {
+        serde_json::from_value::<T>(v.clone()).err()
+    }
+    fn each<T: serde::de::DeserializeOwned>(v: &Value) -> Option<(String, serde_json::Error)> {
+        let items = v.as_array()?;
+        items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| probe::<T>(item).map(|e| (format!("[{i}]"), e)))
+    }
+    fn here(e: Option<serde_json::Error>) -> Option<(String, serde_json::Error)> {
+        e.map(|e| (String::new(), e))
+    }
+    fn stdio(v: &Value) -> Option<(String, serde_json::Error)> {
+        let fields = v.as_object()?;
+        fields.iter().find_map(|(k, v)| {
+            let found = match k.as_str() {
+                "command" => here(probe::<String>(v)),
+                "args" => here(probe::<Vec<String>>(v)),
+                "env" => each::<EnvSpec>(v).or_else(|| here(probe::<Vec<EnvSpec>>(v))),
+                "cwd" => here(probe::<Option<std::path::PathBuf>>(v)),
+                // Every fence field has a default, so each can be tried alone.
+                "fence" => v
+                    .as_object()
+                    .and_then(|f| {
+                        f.iter().find_map(|(fk, fv)| {
+                            probe::<Fence>(&serde_json::json!({ fk: fv }))
+                                .map(|e| (format!(".{fk}"), e))
+                        })
+                    })
+                    .or_else(|| here(probe::<Fence>(v))),
+                _ => None,
+            };
+            found.map(|(sub, e)| (format!(".{k}{sub}"), e))
+        })
+    }
+    let fields = body.as_object()?;
+    fields.iter().find_map(|(k, v)| {
+        let found = match k.as_str() {
+            "name" => here(probe::<String>(v)),
+            "url" | "prefix" => here(probe::<Option<String>>(v)),
+            "headers" => each::<HeaderSpec>(v).or_else(|| here(probe::<Vec<HeaderSpec>>(v))),
+            "tls" => here(probe::<Option<TlsFiles>>(v)),
+            "stdio" => stdio(v).or_else(|| here(probe::<Option<StdioSpec>>(v))),
+            _ => None,
+        };
+        found.map(|(sub, e)| (format!("{k}{sub}"), e))
+    })
+}
+
+/// A JSON error without the value it is about: serde says `invalid type: string "…"`, and the
+/// string may be a secret. Keeps the kind of value, what was expected, field names (unknown,
+/// missing, duplicate) and the position.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let (message, position) = match text.rsplit_once(" at line ") {
+        Some((m, p)) if e.line() > 0 => (m, format!(" at line {p}")),
+        _ => (text.as_str(), String::new()),
+    };
+    if e.classify() != serde_json::error::Category::Data {
+        // Syntax and end-of-input errors name a position, never a value.
+        return text;
+    }
+    let redacted = if let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .map(|r| ("invalid type", r))
+        .or_else(|| {
+            message
+                .strip_prefix("invalid value: ")
+                .map(|r| ("invalid value", r))
+        }) {
+        let (what, rest) = rest;
+        const KINDS: [&str; 16] = [
+            "string",
+            "integer",
+            "floating point",
+            "boolean",
+            "character",
+            "null",
+            "map",
+            "sequence",
+            "byte array",
+            "unit variant",
+            "newtype variant",
+            "tuple variant",
+            "struct variant",
+            "newtype struct",
+            "unit",
+            "Option value",
+        ];
+        let kind = KINDS
+            .iter()
+            .find(|k| rest.starts_with(*k))
+            .copied()
+            .unwrap_or("value");
+        match rest.rsplit_once(", expected ") {
+            Some((_, expected)) => format!("{what}: {kind}, expected {expected}"),
+            None => format!("{what}: {kind}"),
+        }
+    } else if [
+        "unknown field ",
+        "missing field ",
+        "duplicate field ",
+        "invalid length ",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p))
+    {
+        message.to_owned()
+    } else if let Some(rest) = message.strip_prefix("unknown variant ") {
+        match rest.split_once(", expected ") {
+            Some((_, expected)) => format!("unknown variant, expected {expected}"),
+            None => "unknown variant".to_owned(),
+        }
+    } else {
+        "invalid value".to_owned()
+    };
+    format!("{redacted}{position}")
+}
+
+/// An upstream MCP server of a workspace, as listed: where each header's value comes from,
+/// never the value.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Server {
     /// Workspace name.
     pub workspace: String,
     /// Server name, unique in its workspace.
     pub name: String,
-    /// Streamable HTTP endpoint.
+    /// Streamable HTTP endpoint (`stdio://{workspace}/{name}` for a stdio server).
     pub url: String,
-    /// Headers injected into every upstream request.
-    pub headers: Vec<HeaderSpec>,
+    /// Headers injected into every upstream request: names and sources.
+    pub headers: Vec<SourceView>,
     /// What goes before its tool and prompt names on `/mcp` (`NAME_` unless set; `''` exposes
     /// names unchanged).
     pub prefix: String,
+    /// How it is reached: `http` (with TLS file paths when set) or `stdio` (command, arguments,
+    /// working directory, environment names and sources, fence).
+    pub transport: TransportView,
+}
+
+impl Server {
+    fn listed(
+        workspace: &str,
+        name: String,
+        url: String,
+        headers: &[HeaderSpec],
+        prefix: Option<&str>,
+        transport: TransportView,
+    ) -> Server {
+        Server {
+            workspace: workspace.to_owned(),
+            prefix: effective_prefix(&name, prefix),
+            name,
+            url,
+            headers: headers
+                .iter()
+                .map(|h| SourceView {
+                    name: h.name.clone(),
+                    source: h.source(),
+                })
+                .collect(),
+            transport,
+        }
+    }
 }
 
 /// The prefix a server's names get on `/mcp`: the one stored, else its name and `_`.
@@ -197,8 +483,8 @@ pub type TokenRow = (String, i64, Option<i64>, String, Option<i64>);
 pub struct Rows {
     /// (id, name, enforce)
     pub workspaces: Vec<(i64, String, bool)>,
-    /// (workspace id, name, url, headers JSON, prefix)
-    pub servers: Vec<(i64, String, String, String, Option<String>)>,
+    /// Every server.
+    pub servers: Vec<ServerRow>,
     /// (id, workspace id, name)
     pub members: Vec<(i64, i64, String)>,
     /// (member id, pattern)
@@ -206,6 +492,10 @@ pub struct Rows {
     /// Every token.
     pub tokens: Vec<TokenRow>,
 }
+
+/// A server as the snapshot reads it: (workspace id, name, url, headers JSON, prefix, transport
+/// JSON).
+pub type ServerRow = (i64, String, String, String, Option<String>, Option<String>);
 
 /// Prefix of every token.
 pub const TOKEN_PREFIX: &str = "mcpgw_";
@@ -293,41 +583,48 @@ pub fn validate_url(url: &str) -> Result<()> {
     }
 }
 
-/// Parses `Name: value` into a header spec; `env` makes the value an environment variable name.
-pub fn parse_header(spec: &str, env: bool) -> Result<HeaderSpec> {
-    let (name, value) = spec
+/// Splits `Name: rest` and checks the name.
+fn split_header(spec: &str) -> Result<(&str, &str)> {
+    // The spec is not echoed: without its colon, it may be a bare secret.
+    let (name, rest) = spec
         .split_once(':')
         .map(|(n, v)| (n.trim(), v.trim()))
-        .ok_or_else(|| {
-            Error::Invalid(format!("invalid header {spec:?}: expected 'Name: value'"))
-        })?;
+        .ok_or_else(|| Error::Invalid("invalid header: expected 'Name: value'".into()))?;
     http::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| Error::Invalid(format!("invalid header name {name:?}")))?;
-    if env {
-        let ok = !value.is_empty()
-            && !value.as_bytes()[0].is_ascii_digit()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !ok {
-            return Err(Error::Invalid(format!(
-                "invalid environment variable name {value:?}"
-            )));
-        }
-        Ok(HeaderSpec {
-            name: name.to_owned(),
-            value: None,
-            env: Some(value.to_owned()),
-        })
+    Ok((name, rest))
+}
+
+/// Parses `Name: value` into a header spec; `env` makes the value an environment variable name.
+pub fn parse_header(spec: &str, env: bool) -> Result<HeaderSpec> {
+    let (name, value) = split_header(spec)?;
+    let (value, env) = if env {
+        (None, Some(value.to_owned()))
     } else {
-        http::HeaderValue::from_str(value)
-            .map_err(|_| Error::Invalid(format!("invalid value for header {name:?}")))?;
-        Ok(HeaderSpec {
-            name: name.to_owned(),
-            value: Some(value.to_owned()),
-            env: None,
-        })
-    }
+        (Some(value.to_owned()), None)
+    };
+    let h = HeaderSpec {
+        name: name.to_owned(),
+        value,
+        env,
+        file: None,
+    };
+    h.validate()?;
+    Ok(h)
+}
+
+/// Parses `Name: /absolute/path` into a header spec whose value is the file's contents, read
+/// when sending (only the path is stored).
+pub fn parse_header_file(spec: &str) -> Result<HeaderSpec> {
+    let (name, path) = split_header(spec)?;
+    let h = HeaderSpec {
+        name: name.to_owned(),
+        value: None,
+        env: None,
+        file: Some(path.into()),
+    };
+    h.validate()?;
+    Ok(h)
 }
 
 /// Parses a lifetime such as `90s`, `15m`, `12h`, `30d`, `4w`.
@@ -463,7 +760,7 @@ impl Store {
         }
     }
 
-    /// Adds an upstream server to a workspace.
+    /// Adds a plain HTTP upstream server to a workspace (see [`Store::server_add_spec`]).
     pub async fn server_add(
         &self,
         workspace: &str,
@@ -472,22 +769,31 @@ impl Store {
         headers: Vec<HeaderSpec>,
         prefix: Option<&str>,
     ) -> Result<Server> {
-        validate_server_name(name)?;
-        validate_url(url)?;
-        if let Some(p) = prefix {
-            validate_prefix(p)?;
-        }
-        for h in &headers {
-            if h.value.is_some() == h.env.is_some() {
-                return Err(Error::Invalid(format!(
-                    "header {:?}: give exactly one of value and env",
-                    h.name
-                )));
-            }
-        }
+        self.server_add_spec(
+            workspace,
+            NewServer {
+                name: name.to_owned(),
+                url: Some(url.to_owned()),
+                headers,
+                prefix: prefix.map(str::to_owned),
+                ..NewServer::default()
+            },
+        )
+        .await
+    }
+
+    /// Adds an upstream server to a workspace: HTTP(S) or stdio, every field checked first.
+    pub async fn server_add_spec(&self, workspace: &str, spec: NewServer) -> Result<Server> {
+        let (url, transport) = spec.check(workspace)?;
+        let NewServer {
+            name,
+            headers,
+            prefix,
+            ..
+        } = spec;
         let ws = self.workspace_id(workspace).await?;
         // Two servers under one prefix would expose colliding names: refused, naming both.
-        let effective = effective_prefix(name, prefix);
+        let effective = effective_prefix(&name, prefix.as_deref());
         for other in self.server_list(workspace).await? {
             if other.prefix == effective && other.name != name {
                 return Err(Error::Invalid(format!(
@@ -496,17 +802,26 @@ impl Store {
                 )));
             }
         }
-        let json = serde_json::to_string(&headers).map_err(|e| Error::Invalid(e.to_string()))?;
-        with_db!(&self.db, p => sqlx::query("INSERT INTO servers (workspace_id, name, url, headers, created_ms, prefix) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(ws).bind(name).bind(url).bind(&json).bind(now_ms()).bind(prefix).execute(p).await.map(|r| r.rows_affected()))
-            .map_err(|e| duplicate_or(e, "server", name))?;
-        Ok(Server {
-            workspace: workspace.to_owned(),
-            name: name.to_owned(),
-            url: url.to_owned(),
-            headers,
-            prefix: effective,
-        })
+        let unwritable = |e: serde_json::Error| Error::Invalid(format!("unwritable server: {e}"));
+        let headers_json = serde_json::to_string(&headers).map_err(unwritable)?;
+        let transport_json = transport
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(unwritable)?;
+        with_db!(&self.db, p => sqlx::query("INSERT INTO servers (workspace_id, name, url, headers, created_ms, prefix, transport) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(ws).bind(&name).bind(&url).bind(&headers_json).bind(now_ms()).bind(&prefix).bind(&transport_json)
+            .execute(p).await.map(|r| r.rows_affected()))
+            .map_err(|e| duplicate_or(e, "server", &name))?;
+        let view = transport.unwrap_or_default().redacted();
+        Ok(Server::listed(
+            workspace,
+            name,
+            url,
+            &headers,
+            prefix.as_deref(),
+            view,
+        ))
     }
 
     /// Removes an upstream server.
@@ -524,19 +839,34 @@ impl Store {
     /// The servers of a workspace by name.
     pub async fn server_list(&self, workspace: &str) -> Result<Vec<Server>> {
         let ws = self.workspace_id(workspace).await?;
-        let rows: Vec<(String, String, String, Option<String>)> = with_db!(&self.db, p => sqlx::query_as("SELECT name, url, headers, prefix FROM servers WHERE workspace_id = $1 ORDER BY name")
+        type Row = (String, String, String, Option<String>, Option<String>);
+        let rows: Vec<Row> = with_db!(&self.db, p => sqlx::query_as("SELECT name, url, headers, prefix, transport FROM servers WHERE workspace_id = $1 ORDER BY name")
             .bind(ws).fetch_all(p).await?);
         rows.into_iter()
-            .map(|(name, url, headers, prefix)| {
-                let headers = serde_json::from_str(&headers)
-                    .map_err(|e| Error::Invalid(format!("stored headers of {name}: {e}")))?;
-                Ok(Server {
-                    workspace: workspace.to_owned(),
-                    prefix: effective_prefix(&name, prefix.as_deref()),
+            .map(|(name, url, headers, prefix, transport)| {
+                // serde's message could quote a stored value: only the position is reported.
+                let headers: Vec<HeaderSpec> = serde_json::from_str(&headers).map_err(|e| {
+                    Error::Invalid(format!(
+                        "stored headers of server {name} are unreadable (column {})",
+                        e.column()
+                    ))
+                })?;
+                let view = match transport.as_deref().map(serde_json::from_str::<Transport>) {
+                    None => Transport::default().redacted(),
+                    Some(Ok(t)) => t.redacted(),
+                    Some(Err(e)) => {
+                        tracing::error!(server = %name, column = e.column(), "stored transport unreadable");
+                        TransportView::Unreadable
+                    }
+                };
+                Ok(Server::listed(
+                    workspace,
                     name,
                     url,
-                    headers,
-                })
+                    &headers,
+                    prefix.as_deref(),
+                    view,
+                ))
             })
             .collect()
     }
@@ -734,7 +1064,7 @@ impl Store {
             let mut tx = p.begin().await?;
             let rows = Rows {
                 workspaces: sqlx::query_as("SELECT id, name, enforce FROM workspaces").fetch_all(&mut *tx).await?,
-                servers: sqlx::query_as("SELECT workspace_id, name, url, headers, prefix FROM servers ORDER BY name").fetch_all(&mut *tx).await?,
+                servers: sqlx::query_as("SELECT workspace_id, name, url, headers, prefix, transport FROM servers ORDER BY name").fetch_all(&mut *tx).await?,
                 members: sqlx::query_as("SELECT id, workspace_id, name FROM members").fetch_all(&mut *tx).await?,
                 grants: sqlx::query_as("SELECT member_id, pattern FROM grants ORDER BY pattern").fetch_all(&mut *tx).await?,
                 tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens").fetch_all(&mut *tx).await?,
@@ -756,3 +1086,7 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
