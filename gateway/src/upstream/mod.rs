@@ -1,10 +1,14 @@
 //! Reaching upstream MCP servers. [`Upstream::forward`] is the one way out, for both endpoints:
-//! one pooled HTTP client for every server, the server's configured headers added, the client's
+//! one pooled HTTP client for `http://` servers and one per distinct TLS setting for `https://`
+//! ones (`tls.rs`), the server's configured headers added, the client's
 //! token and hop-by-hop headers never passed on; it answers an [`UpstreamResponse`], whose body
 //! type has a variant per transport (a stdio server is the next). `client.rs` is the gateway as an
 //! MCP client of its upstreams (sessions, revision discovery, lists), built on `forward`.
 
 pub mod client;
+pub mod fence;
+pub mod stdio;
+pub mod tls;
 
 use crate::identity::ServerView;
 use bytes::Bytes;
@@ -56,6 +60,24 @@ pub enum Error {
     /// An answer the gateway reads whole (a list, an initialize) could not be read.
     #[error("upstream {server} answer: {reason}")]
     Answer {
+        /// Server name.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS handshake with an `https://` upstream failed, or its TLS files cannot be used:
+    /// the reason in words (`certificate expired`, `unknown issuer`, `name mismatch`, a file
+    /// and what is wrong with it).
+    #[error("upstream {server}: TLS: {reason}")]
+    Tls {
+        /// Server name.
+        server: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A stdio server's process could not be started, or it failed.
+    #[error("upstream {server}: {reason}")]
+    Process {
         /// Server name.
         server: String,
         /// Why.
@@ -113,6 +135,8 @@ static FORWARDED_RESPONSE_HEADERS: [HeaderName; 7] = [
 pub enum UpstreamBody {
     /// The body of an HTTP upstream's response.
     Http(Incoming),
+    /// A stdio server's answer (a whole document or an SSE stream).
+    Stdio(stdio::StdioBody),
 }
 
 impl http_body::Body for UpstreamBody {
@@ -125,18 +149,21 @@ impl http_body::Body for UpstreamBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Http(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpstreamBody::Stdio(b) => std::pin::Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Http(b) => b.is_end_stream(),
+            UpstreamBody::Stdio(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             UpstreamBody::Http(b) => b.size_hint(),
+            UpstreamBody::Stdio(b) => b.size_hint(),
         }
     }
 }
@@ -144,10 +171,12 @@ impl http_body::Body for UpstreamBody {
 /// An upstream's response.
 pub type UpstreamResponse = Response<UpstreamBody>;
 
-/// The pooled client.
+/// The pooled clients: one for `http://`, one per distinct TLS setting for `https://`.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
+    https: Arc<tls::Clients>,
+    stdio: Arc<stdio::Stdio>,
     response_timeout: Duration,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -168,9 +197,25 @@ impl Upstream {
             .build(connector);
         Upstream {
             client,
+            https: Arc::new(tls::Clients::new(connect_timeout)),
+            stdio: stdio::Stdio::new(stdio::StdioSettings {
+                response_timeout,
+                ..Default::default()
+            }),
             response_timeout,
             metrics,
         }
+    }
+
+    /// The same client with stdio servers run under these settings.
+    pub fn with_stdio(mut self, settings: stdio::StdioSettings) -> Upstream {
+        self.stdio = stdio::Stdio::new(settings);
+        self
+    }
+
+    /// The stdio servers' processes (status, shutdown).
+    pub fn stdio(&self) -> &Arc<stdio::Stdio> {
+        &self.stdio
     }
 
     /// Sends `method` with `body` to `server`, copying the allowed headers from `incoming` and
@@ -182,6 +227,15 @@ impl Upstream {
         incoming: &HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, Error> {
+        if let Some(spec) = server.transport.stdio() {
+            let sent = std::time::Instant::now();
+            let resp = self
+                .stdio
+                .forward(server, spec, method, incoming, body)
+                .await;
+            self.metrics.upstream_latency.observe(sent.elapsed());
+            return resp;
+        }
         let url_error = |reason: String| Error::Url {
             server: server.name.clone(),
             reason,
@@ -193,11 +247,14 @@ impl Upstream {
                 .parse()
                 .map_err(|e: http::uri::InvalidUri| url_error(e.to_string()))?,
         };
-        if uri.scheme_str() != Some("http") {
-            return Err(url_error(
-                "only http:// upstreams are supported by this build".into(),
-            ));
-        }
+        // The scheme picks the client; an https:// URL only ever goes through a TLS client.
+        let https = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => Some(self.https.client(server)?),
+            _ => {
+                return Err(url_error("the scheme must be http:// or https://".into()));
+            }
+        };
         let mut req = Request::builder().method(method).uri(uri);
         let headers = req
             .headers_mut()
@@ -231,7 +288,11 @@ impl Upstream {
             .body(Full::new(body))
             .map_err(|e| url_error(e.to_string()))?;
         let sent = std::time::Instant::now();
-        let result = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        let request = match &https {
+            Some(client) => client.request(req),
+            None => self.client.request(req),
+        };
+        let result = tokio::time::timeout(self.response_timeout, request).await;
         self.metrics.upstream_latency.observe(sent.elapsed());
         match result {
             Err(_) => Err(Error::Timeout {
@@ -239,6 +300,16 @@ impl Upstream {
                 timeout: self.response_timeout,
             }),
             Ok(Err(e)) => {
+                let host = server.uri.as_ref().and_then(|u| u.host());
+                if https.is_some()
+                    && let Some(reason) =
+                        tls::reason(&e, server.transport.tls(), host.unwrap_or(&server.url))
+                {
+                    return Err(Error::Tls {
+                        server: server.name.clone(),
+                        reason,
+                    });
+                }
                 let mut reason = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
