@@ -3,6 +3,7 @@
 //! flags override both (see `main.rs`). Every field is documented in `docs/config.md`.
 
 use crate::audit::{AuditConfig, WhenFull};
+use crate::listener::CertFiles;
 use crate::policy::{InstanceStrategy, Limits, PolicyConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -35,6 +36,15 @@ pub struct RawConfig {
     pub listen: Option<String>,
     /// Admin API listener address, or `off`; default `127.0.0.1:8081`.
     pub admin_listen: Option<String>,
+    /// Certificate chain (PEM) of the MCP listener: with `tls_key`, it serves HTTPS. Reloaded
+    /// when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the MCP listener's certificate.
+    pub tls_key: Option<PathBuf>,
+    /// Certificate chain (PEM) of the admin listener: with `admin_tls_key`, it serves HTTPS.
+    pub admin_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the admin listener's certificate.
+    pub admin_tls_key: Option<PathBuf>,
     /// The admin API token itself (prefer `admin_token_env`).
     pub admin_token: Option<String>,
     /// Environment variable that holds the admin token; default `MCPGW_ADMIN_TOKEN`.
@@ -123,6 +133,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin API listener; `None` when off.
     pub admin_listen: Option<SocketAddr>,
+    /// TLS on the MCP listener; plain HTTP when `None`.
+    pub tls: Option<CertFiles>,
+    /// TLS on the admin listener; plain HTTP when `None`.
+    pub admin_tls: Option<CertFiles>,
     /// Admin API token; required when the admin listener is on.
     pub admin_token: Option<Secret>,
     /// The URL clients reach the gateway at (behind a proxy), if set.
@@ -142,6 +156,22 @@ pub struct Config {
 /// Reads `MCPGW_<name>`; an empty value counts as unset.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A listener's certificate and key: both or neither.
+fn cert_files(
+    field: &'static str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<CertFiles>, Error> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(Error::Invalid(
+            field,
+            "give both the certificate and the key, or neither".into(),
+        )),
+    }
 }
 
 fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, Error> {
@@ -192,6 +222,20 @@ impl TryFrom<RawConfig> for Config {
             Some(a) => Some(parse_addr("admin_listen", a)?),
             None => Some(parse_addr("admin_listen", "127.0.0.1:8081")?),
         };
+        let tls = cert_files(
+            "tls_cert / tls_key",
+            env("MCPGW_TLS_CERT").map(PathBuf::from).or(raw.tls_cert),
+            env("MCPGW_TLS_KEY").map(PathBuf::from).or(raw.tls_key),
+        )?;
+        let admin_tls = cert_files(
+            "admin_tls_cert / admin_tls_key",
+            env("MCPGW_ADMIN_TLS_CERT")
+                .map(PathBuf::from)
+                .or(raw.admin_tls_cert),
+            env("MCPGW_ADMIN_TLS_KEY")
+                .map(PathBuf::from)
+                .or(raw.admin_tls_key),
+        )?;
         let token_env = raw
             .admin_token_env
             .unwrap_or_else(|| "MCPGW_ADMIN_TOKEN".into());
@@ -279,6 +323,8 @@ impl TryFrom<RawConfig> for Config {
             data_dir,
             listen,
             admin_listen,
+            tls,
+            admin_tls,
             admin_token,
             public_url,
             allowed_origins,
@@ -287,5 +333,45 @@ impl TryFrom<RawConfig> for Config {
             policy,
             audit,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_tls_takes_both_files_or_neither() {
+        let raw: RawConfig = toml::from_str(
+            "tls_cert = \"/etc/mcpgw/gw.crt\"\ntls_key = \"/etc/mcpgw/gw.key\"\n\
+             admin_tls_cert = \"/etc/mcpgw/admin.crt\"\nadmin_tls_key = \"/etc/mcpgw/admin.key\"\n",
+        )
+        .expect("parse");
+        let config = Config::try_from(raw).expect("valid");
+        assert_eq!(
+            config.tls,
+            Some(CertFiles {
+                cert: "/etc/mcpgw/gw.crt".into(),
+                key: "/etc/mcpgw/gw.key".into()
+            })
+        );
+        assert_eq!(
+            config.admin_tls.map(|f| f.cert),
+            Some("/etc/mcpgw/admin.crt".into())
+        );
+        let raw: RawConfig = toml::from_str("tls_cert = \"/c.pem\"\n").expect("parse");
+        let e = Config::try_from(raw).expect_err("a certificate without its key");
+        assert_eq!(
+            e.to_string(),
+            "invalid tls_cert / tls_key: give both the certificate and the key, or neither"
+        );
+        let raw: RawConfig = toml::from_str("admin_tls_key = \"/k.pem\"\n").expect("parse");
+        assert!(Config::try_from(raw).is_err());
+        assert!(
+            Config::try_from(RawConfig::default())
+                .expect("defaults")
+                .tls
+                .is_none()
+        );
     }
 }

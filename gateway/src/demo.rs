@@ -58,9 +58,16 @@ pub struct Db {
     tool_router: ToolRouter<Self>,
 }
 
+impl Default for Db {
+    fn default() -> Self {
+        Db::new()
+    }
+}
+
 #[tool_router]
 impl Db {
-    fn new() -> Self {
+    /// The server, to serve on any transport (the load harness serves it over stdio too).
+    pub fn new() -> Self {
         Db {
             tool_router: Self::tool_router(),
         }

@@ -8,7 +8,8 @@
 //!   kept current across processes.
 //! - [`policy`]: the Wasm policy chain that decides every `tools/call` and `tools/list` visibility,
 //!   with hot reload of the policy directory.
-//! - [`upstream`]: the pooled HTTP client to upstream MCP servers.
+//! - [`upstream`]: the pooled HTTP(S) clients to upstream MCP servers.
+//! - [`tls`]: what the listeners' TLS and the HTTPS upstreams share (provider, PEM files).
 //! - [`store`]: workspaces, servers, members, tokens and grants in SQLite or PostgreSQL.
 //! - [`audit`]: one record per `tools/call`, queued off the hot path, hash-chained per workspace.
 //! - [`demo`]: demo upstream MCP servers (real rmcp servers) for `mcpgw dev` and the load harness.
@@ -25,6 +26,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 use anyhow::Context as _;
@@ -95,14 +97,22 @@ pub async fn run_with(
     let limits = listener::ListenerLimits::default();
     let metrics = Arc::new(metrics::Metrics::default());
     let mcp_addr = listeners.mcp.local_addr()?;
+    // stdio servers' processes: each gets a home directory under the data directory.
+    let upstream = upstream::Upstream::new(
+        config.upstream_connect_timeout,
+        config.upstream_timeout,
+        metrics.clone(),
+    )
+    .with_stdio(upstream::stdio::StdioSettings {
+        home_root: config.data_dir.join("stdio"),
+        response_timeout: config.upstream_timeout,
+        ..Default::default()
+    });
+    let stdio = upstream.stdio().clone();
     let proxy = Arc::new(mcp::Proxy::new(
         directory.clone(),
         policies.clone(),
-        upstream::Upstream::new(
-            config.upstream_connect_timeout,
-            config.upstream_timeout,
-            metrics.clone(),
-        ),
+        upstream.clone(),
         mcp::Settings {
             limits: mcp::Limits::default(),
             origins: mcp::Origins::new(
@@ -116,32 +126,55 @@ pub async fn run_with(
         audit.clone(),
         metrics.clone(),
     ));
+    // TLS files are read now, so a bad one stops the start with the file named.
+    let mcp_tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            listener::Tls::load("mcp", files.clone()).context("TLS of the MCP listener")?,
+        )),
+        None => None,
+    };
+    let admin_tls = match (&config.admin_tls, &listeners.admin) {
+        (Some(files), Some(_)) => Some(Arc::new(
+            listener::Tls::load("admin", files.clone()).context("TLS of the admin listener")?,
+        )),
+        _ => None,
+    };
+    let scheme = |tls: &Option<Arc<listener::Tls>>| if tls.is_some() { "https" } else { "http" };
     // Ready lines on stdout say where to reach us: scripts and tests read them.
-    println!("mcpgw MCP endpoint listening on http://{mcp_addr}/mcp/{{server}}");
-    tracing::info!(addr = %mcp_addr, "MCP endpoint listening");
+    println!(
+        "mcpgw MCP endpoint listening on {}://{mcp_addr}/mcp/{{server}}",
+        scheme(&mcp_tls)
+    );
+    tracing::info!(addr = %mcp_addr, tls = mcp_tls.is_some(), "MCP endpoint listening");
     let mcp_task = tokio::spawn(listener::serve(
         "mcp",
         listeners.mcp,
         limits.clone(),
+        mcp_tls,
         move |req| proxy.clone().handle(req),
         stopped(),
     ));
     let admin_task = match listeners.admin {
         Some((listener, token)) => {
             let addr = listener.local_addr()?;
-            println!("mcpgw admin API listening on http://{addr}");
-            tracing::info!(%addr, "admin API listening");
+            println!(
+                "mcpgw admin API listening on {}://{addr}",
+                scheme(&admin_tls)
+            );
+            tracing::info!(%addr, tls = admin_tls.is_some(), "admin API listening");
             let admin = Arc::new(admin::Admin {
                 directory: directory.clone(),
                 policies: policies.clone(),
                 token,
                 audit: audit.clone(),
                 metrics: metrics.clone(),
+                stdio: stdio.clone(),
             });
             Some(tokio::spawn(listener::serve(
                 "admin",
                 listener,
                 limits,
+                admin_tls,
                 move |req| admin.clone().handle(req),
                 stopped(),
             )))
@@ -155,6 +188,9 @@ pub async fn run_with(
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    // No request is left: the stdio servers' processes are stopped (stdin closed, then their
+    // process groups killed) and reaped.
+    stdio.shutdown().await;
     // Every call has finished or been cut off, so every record is queued: write them all.
     audit.shutdown().await;
     Ok(())
