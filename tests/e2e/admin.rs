@@ -119,7 +119,10 @@ async fn the_admin_api_manages_everything_and_revocation_is_immediate() {
                 .unwrap(),
         )
         .await;
-        assert_eq!(v[0]["headers"][0]["env"], "DB_TOKEN");
+        assert_eq!(
+            v[0]["headers"][0],
+            json!({"name": "Authorization", "source": "env:DB_TOKEN"})
+        );
 
         let grants = json!({"member": "alice", "patterns": ["db:*", "ci:status"]});
         let (s, v) = body(
@@ -315,6 +318,109 @@ async fn the_admin_api_manages_everything_and_revocation_is_immediate() {
         )
         .await;
         assert_eq!(v["valid"], false);
+        gw.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_servers_are_added_and_bad_ones_refused_without_echoing_values() {
+    for db in TestDb::all().await {
+        let gw = TestGateway::start(&db.url).await;
+        let post = |body: Value| {
+            gw.admin(Method::POST, "/v1/workspaces/acme/servers")
+                .json(&body)
+                .send()
+        };
+        gw.admin(Method::POST, "/v1/workspaces")
+            .json(&json!({"name": "acme"}))
+            .send()
+            .await
+            .unwrap();
+        let server = json!({
+            "name": "gh",
+            "stdio": {
+                "command": "npx",
+                "args": ["-y", "@modelcontextprotocol/server-github"],
+                "env": [
+                    {"name": "MODE", "value": "sekrit-env-value"},
+                    {"name": "GITHUB_TOKEN", "from": "GH_TOKEN"},
+                    {"name": "KEY", "file": "/run/secrets/gh"},
+                ],
+                "fence": {"no_network": true, "memory_mb": 256},
+            },
+        });
+        let (s, added) = body(post(server).await.unwrap()).await;
+        assert_eq!(s, StatusCode::CREATED, "{}: {added}", db.backend);
+        let (s, listed) = body(
+            gw.admin(Method::GET, "/v1/workspaces/acme/servers")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(listed[0], added, "what add answers is what list shows");
+        assert!(!listed.to_string().contains("sekrit"), "{listed}");
+        assert_eq!(listed[0]["url"], "stdio://acme/gh");
+        let t = &listed[0]["transport"];
+        assert_eq!(
+            (&t["kind"], &t["command"], &t["env"]),
+            (
+                &json!("stdio"),
+                &json!("npx"),
+                &json!([
+                    {"name": "MODE", "source": "literal"},
+                    {"name": "GITHUB_TOKEN", "source": "env:GH_TOKEN"},
+                    {"name": "KEY", "source": "file:/run/secrets/gh"},
+                ])
+            )
+        );
+        assert_eq!(
+            (
+                &t["fence"]["no_network"],
+                &t["fence"]["memory_mb"],
+                &t["fence"]["max_processes"]
+            ),
+            (&json!(true), &json!(256), &json!(512)),
+            "unset fence fields take their defaults"
+        );
+
+        for (bad, names) in [
+            (
+                json!({"name": "x", "stdio": {"command": "c", "fence": {"memory_mb": "sekrit-1"}}}),
+                "stdio.fence.memory_mb",
+            ),
+            (
+                json!({"name": "x", "url": "http://x/mcp", "stdio": {"command": "c"}}),
+                "url: a stdio server has none",
+            ),
+            (
+                json!({"name": "x", "stdio": {"command": "c", "env": [{"name": "K", "value": "sekrit-2", "from": "V"}]}}),
+                "environment variable K: give exactly one of value, from, file",
+            ),
+            (
+                json!({"name": "x", "url": "http://x/mcp", "tls": {"ca_file": "/ca.pem"}}),
+                "tls: only for an https:// url",
+            ),
+        ] {
+            let (s, v) = body(post(bad.clone()).await.unwrap()).await;
+            assert_eq!(
+                (s, &v["error"]["code"]),
+                (StatusCode::BAD_REQUEST, &json!("invalid")),
+                "{bad}"
+            );
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(names), "{bad}: {message}");
+            assert!(!message.contains("sekrit"), "{bad}: {message}");
+        }
+        let (_, listed) = body(
+            gw.admin(Method::GET, "/v1/workspaces/acme/servers")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{}", db.backend);
         gw.stop().await;
     }
 }

@@ -2,7 +2,11 @@
 
 mod admin;
 mod audit;
+mod fence;
 mod identity;
 mod policy;
 mod proxy;
 mod python_sdk;
+mod stdio;
+mod stdio_fixture;
+mod tls;

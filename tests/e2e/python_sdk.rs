@@ -269,11 +269,26 @@ async fn the_python_sdk_lists_and_calls_tools_at_both_revisions_and_reads_denial
             servers: &[("db", &stateful.url), ("search", &stateless.url)],
             members: &[(
                 "carol",
-                &["db:echo", "db:query", "search:echo", "search:schema"],
+                &[
+                    "db:echo",
+                    "db:query",
+                    "search:echo",
+                    "search:schema",
+                    "ref:test_simple_text",
+                    "ref:test_error_handling",
+                ],
             )],
         })
         .await;
     let token = tokens[0].clone();
+    // A stdio upstream too: the reference server, spawned by the gateway.
+    gw.admin_post(
+        "/v1/workspaces/acme/servers",
+        json!({"name": "ref", "stdio": {
+            "command": mcpgw_tests::reference_server_bin().display().to_string(),
+            "args": ["--stdio"]}}),
+    )
+    .await;
 
     let mut cases = Vec::new();
     for revision in ["2026-07-28", "2025-11-25"] {
@@ -294,9 +309,24 @@ async fn the_python_sdk_lists_and_calls_tools_at_both_revisions_and_reads_denial
             ungranted: "query",
         });
         cases.push(Case {
+            path: "/mcp/ref",
+            revision,
+            tools: &["test_error_handling", "test_simple_text"],
+            allowed: ("test_simple_text", json!({}), "simple text response"),
+            denied: "test_error_handling",
+            ungranted: "test_image_content",
+        });
+        cases.push(Case {
             path: "/mcp",
             revision,
-            tools: &["db_echo", "db_query", "search_echo", "search_schema"],
+            tools: &[
+                "db_echo",
+                "db_query",
+                "ref_test_error_handling",
+                "ref_test_simple_text",
+                "search_echo",
+                "search_schema",
+            ],
             allowed: ("db_query", json!({"sql": "select 3"}), "rows for: select 3"),
             denied: "search_echo",
             ungranted: "db_schema",
@@ -338,9 +368,11 @@ async fn the_python_sdk_lists_and_calls_tools_at_both_revisions_and_reads_denial
         }
     }
     let upstream_calls = stateful.calls() + stateless.calls();
-    // One allowed call per case reaches an upstream; denied and ungranted ones never do.
+    // One allowed call per HTTP-upstream case reaches an upstream; denied and ungranted ones
+    // never do (the stdio server's calls are not counted here).
     if failures.is_empty() {
-        assert_eq!(upstream_calls, cases.len(), "only the allowed calls ran");
+        let http_cases = cases.iter().filter(|c| c.path != "/mcp/ref").count();
+        assert_eq!(upstream_calls, http_cases, "only the allowed calls ran");
     }
     assert!(
         failures.is_empty(),

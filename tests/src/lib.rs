@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 
 pub mod db;
+pub mod tls;
 pub mod upstream;
 
 use mcpgw::policy::{Principal, Question};
@@ -111,6 +112,8 @@ impl TestGateway {
             data_dir,
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+            tls: None,
+            admin_tls: None,
             admin_token: None,
             public_url: None,
             allowed_origins: Vec::new(),
@@ -128,7 +131,12 @@ impl TestGateway {
         let mcp = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind mcp");
-        let mcp_url = format!("http://{}", mcp.local_addr().expect("addr"));
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mcp_url = format!("{scheme}://{}", mcp.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let secret = mcpgw::config::Secret::new(admin_token.clone());
         let listeners = mcpgw::Listeners {
@@ -298,4 +306,85 @@ pub async fn mcp_client(
         StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned());
     let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
     ().serve(transport).await.map_err(|e| e.to_string())
+}
+
+/// The workspace's reference MCP server (`tests/reference-server`), to spawn as a stdio upstream
+/// with `--stdio`: the binary cargo put in this test executable's profile directory,
+/// `target/debug/reference-server`. `cargo test --workspace` (what `scripts/test` runs) and
+/// `cargo build -p reference-server` build it; `cargo test -p mcpgw-tests` alone does not (a
+/// test package cannot depend on another package's binary), so it panics then, naming the
+/// command.
+pub fn reference_server_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()));
+    let bin = profile.join("reference-server");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p reference-server` (or run the tests with \
+         `cargo test --workspace`, which builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// The npm package `scripts/setup` installs the third-party stdio server from.
+const SERVER_EVERYTHING: &str = "@modelcontextprotocol/server-everything";
+
+/// `@modelcontextprotocol/server-everything` as `scripts/setup` installs it (into
+/// `target/server-everything`): the Node interpreter (the first `node` on `PATH`) and the
+/// arguments that start it in stdio mode (`[".../dist/index.js", "stdio"]`); `None` when it is
+/// not installed or there is no `node`.
+///
+/// It speaks 2025-11-25 and older (no `server/discover`). Tools: `echo` (`message`), `get-sum`
+/// (`a`, `b`), `get-env` (the environment as JSON text), `trigger-long-running-operation`
+/// (`duration` s, `steps`: one `notifications/progress` per step when the call has a
+/// progressToken); with the client's `sampling` capability also `trigger-sampling-request`
+/// (`prompt`, `maxTokens`: a `sampling/createMessage` to the client), and further tools by
+/// capability (elicitation, roots). It logs one line to stderr at start and exits 0 when stdin
+/// closes.
+pub fn server_everything() -> Option<(PathBuf, Vec<String>)> {
+    server_everything_found().ok()
+}
+
+/// [`server_everything`], or a clear skip line on stderr (`None`) when it is missing: the caller
+/// returns early. Under `CI=true` a missing server fails test `test` instead.
+pub fn server_everything_or_skip(test: &str) -> Option<(PathBuf, Vec<String>)> {
+    match server_everything_found() {
+        Ok(found) => Some(found),
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run {test}: {why}"
+            );
+            eprintln!("\n*** SKIPPING {test}: {why} ***\n");
+            None
+        }
+    }
+}
+
+fn server_everything_found() -> Result<(PathBuf, Vec<String>), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let script = root
+        .join("target/server-everything/node_modules")
+        .join(SERVER_EVERYTHING)
+        .join("dist/index.js");
+    if !script.is_file() {
+        return Err(format!(
+            "{SERVER_EVERYTHING} is not installed at {} (scripts/setup installs it)",
+            script.display()
+        ));
+    }
+    let node = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("node"))
+        .find(|node| node.is_file())
+        .ok_or_else(|| format!("no `node` on PATH to run {SERVER_EVERYTHING}"))?;
+    Ok((node, vec![script.display().to_string(), "stdio".to_owned()]))
 }

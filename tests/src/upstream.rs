@@ -49,7 +49,8 @@ pub struct Demo {
 
 #[tool_router]
 impl Demo {
-    fn new(calls: Arc<AtomicUsize>) -> Self {
+    /// The tools, counting calls in `calls`.
+    pub fn new(calls: Arc<AtomicUsize>) -> Self {
         Demo {
             tool_router: Self::tool_router(),
             calls,

@@ -42,6 +42,8 @@ pub struct Fixtures {
     next_listener: Arc<AtomicU64>,
     log_level: Arc<Mutex<LoggingLevel>>,
     state: RequestStateCodec,
+    /// Also list and run the tools of [`crate::debug`] (`--stdio` mode only).
+    debug_tools: bool,
 }
 
 impl Fixtures {
@@ -53,7 +55,14 @@ impl Fixtures {
             log_level: Arc::new(Mutex::new(LoggingLevel::Debug)),
             state: RequestStateCodec::try_new(STATE_KEY)
                 .expect("the requestState key is long enough"),
+            debug_tools: false,
         }
+    }
+
+    /// The same fixtures plus `debug_environment` and `debug_crash` ([`crate::debug`]).
+    pub fn with_debug_tools(mut self) -> Self {
+        self.debug_tools = true;
+        self
     }
 }
 
@@ -502,7 +511,11 @@ impl ServerHandler for Fixtures {
         _request: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools())
+        let mut tools = tools();
+        if self.debug_tools {
+            tools.extend(crate::debug::tools());
+        }
+        Ok(ListToolsResult::with_all_items(tools)
             .with_ttl_ms(TTL_MS)
             .with_cache_scope(CacheScope::Public))
     }
@@ -516,6 +529,11 @@ impl ServerHandler for Fixtures {
             return self.input_required_tool(&request, &cx.meta);
         }
         let args = request.arguments.clone().unwrap_or_default();
+        if self.debug_tools
+            && let Some(result) = crate::debug::call(&request.name, &args)
+        {
+            return result;
+        }
         let arg = |name: &str| args.get(name).and_then(Value::as_str);
         Ok(match request.name.as_ref() {
             "test_simple_text" => text("This is a simple text response for testing."),

@@ -6,11 +6,22 @@
 //!
 //! ```text
 //! reference-server [--listen 127.0.0.1:0]
+//! reference-server --stdio
 //! ```
 //!
-//! The first line on stdout is the endpoint, `http://ADDR/mcp`; the server runs until SIGTERM or
-//! SIGINT, then exits at once (open streams are dropped).
+//! Over HTTP, the first line on stdout is the endpoint, `http://ADDR/mcp`; the server runs until
+//! SIGTERM or SIGINT, then exits at once (open streams are dropped).
+//!
+//! With `--stdio` it serves one client on stdin/stdout instead (newline-delimited JSON-RPC, MCP's
+//! stdio transport), for the gateway's stdio-upstream tests: the same fixtures plus the tools of
+//! [`debug`] (`debug_environment`, `debug_crash`). Both revisions: `initialize` (2025-11-25 and
+//! older) or stateless requests from the first line (2026-07-28, `server/discover`). Stdout then
+//! carries protocol messages only; the server exits 0 when stdin reaches end of file.
+//!
+//! Built as a workspace member: `cargo build -p reference-server`, or any `cargo test
+//! --workspace` (which `scripts/test` runs), puts it at `target/debug/reference-server`.
 
+mod debug;
 mod fixtures;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -30,11 +41,21 @@ type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 /// The path the MCP endpoint is served on; every other path is 404.
 const MCP_PATH: &str = "/mcp";
 
-fn parse_args() -> anyhow::Result<SocketAddr> {
+/// What to serve on.
+enum Mode {
+    /// Streamable HTTP on this address.
+    Http(SocketAddr),
+    /// One client on stdin/stdout.
+    Stdio,
+}
+
+fn parse_args() -> anyhow::Result<Mode> {
     let mut listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut stdio = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--stdio" => stdio = true,
             "--listen" => {
                 let value = args
                     .next()
@@ -45,22 +66,54 @@ fn parse_args() -> anyhow::Result<SocketAddr> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: reference-server [--listen IP:PORT]\n\n\
+                    "usage: reference-server [--listen IP:PORT]\n       \
+                     reference-server --stdio\n\n\
                      Serves the conformance fixtures over MCP Streamable HTTP on IP:PORT\n\
                      (default 127.0.0.1:0, any free port) at {MCP_PATH}. The first line on\n\
-                     stdout is the endpoint URL."
+                     stdout is the endpoint URL.\n\n\
+                     --stdio serves them to one client on stdin/stdout instead (MCP's stdio\n\
+                     transport), with two more tools: debug_environment and debug_crash.\n\
+                     It exits when stdin is closed."
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    Ok(listen)
+    Ok(if stdio {
+        Mode::Stdio
+    } else {
+        Mode::Http(listen)
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let listen = parse_args()?;
+    match parse_args()? {
+        Mode::Stdio => serve_stdio().await,
+        Mode::Http(listen) => serve_http(listen).await,
+    }
+}
+
+/// Serves one client on stdin/stdout until it closes stdin (or the session otherwise ends);
+/// a client that closes stdin before its first request is a clean exit too. Nothing but the
+/// transport writes to stdout here: errors go to stderr.
+async fn serve_stdio() -> anyhow::Result<()> {
+    use rmcp::{ServiceExt as _, service::ServerInitializeError};
+    let service = match fixtures::Fixtures::new()
+        .with_debug_tools()
+        .serve(rmcp::transport::stdio())
+        .await
+    {
+        Ok(service) => service,
+        Err(ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
+        Err(e) => return Err(e).context("the client's first request over stdio"),
+    };
+    service.waiting().await.context("the stdio session")?;
+    Ok(())
+}
+
+async fn serve_http(listen: SocketAddr) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
 
     // Defaults: 2025-11-25 sessions with SSE priming and a retry hint (SEP-1699), 2026-07-28
