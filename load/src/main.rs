@@ -9,10 +9,23 @@
 //!   the audit trail to SQLite;
 //! - (d) `mcpgw, audit off`: the same without the audit trail (what the trail costs end to end).
 //!
+//! and, with `--only` naming them (`--only efghi`), stdio and HTTPS upstreams with every party in a
+//! process of its own (`upstreams.rs`; stateless 2026-07-28 calls of the same tool):
+//!
+//! - (e) `stdio direct`: this process speaks stdio to the `db` server, which it spawns;
+//! - (f) `mcpgw → stdio`: a gateway process with that server as its stdio upstream;
+//! - (g) `mcpgw → http`: the same gateway and tool, the server over HTTP in another process;
+//! - (h) `mcpgw → https`: the same over HTTPS (a test CA made at start);
+//! - (i) `http direct`: the HTTP server of g spoken to directly, for what the gateway adds over
+//!   HTTP (g − i) beside what it adds over stdio (f − e).
+//!
 //! Targets are measured in turn for several rounds and the figures pooled, so drift on the machine
 //! touches every target alike. Prints p50 / p99 latency and throughput for each, then the ratios.
 //!
 //! `cargo run --release -p mcpgw-load -- --clients 16 --duration 5s --rounds 3`
+//! `cargo run --release -p mcpgw-load -- --only efghi --clients 1` (see docs/benchmarks.md)
+
+mod upstreams;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
@@ -29,7 +42,7 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     name = "mcpgw-load",
-    about = "tools/call load: direct vs bare proxy vs mcpgw"
+    about = "tools/call load: direct vs bare proxy vs mcpgw; stdio, HTTP and HTTPS upstreams"
 )]
 struct Args {
     /// Concurrent clients (one keep-alive connection each).
@@ -44,10 +57,19 @@ struct Args {
     /// Rounds over all targets.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Measure only these targets (letters, for example `bd`), for profiling one at a time; the
-    /// ratios are printed only when all four run.
+    /// Measure only these targets (letters a–i, for example `bd` or `efghi`); each group's
+    /// ratios are printed when all its targets run (a–d, e–h, i).
     #[arg(long, default_value = "abcd")]
     only: String,
+    /// How the stdio server of targets e and f reads and writes its pipes. `pipes` needs the
+    /// server to reopen its pipes through /proc/self/fd, which a server the gateway (as root)
+    /// starts as another user cannot do (it falls back to blocking): see --stdio-run-as.
+    #[arg(long, value_enum, default_value = "blocking")]
+    stdio_io: upstreams::StdioIo,
+    /// The user f's stdio server runs as when this process is root (the fence's `run_as`;
+    /// default: the fence's own, nobody).
+    #[arg(long)]
+    stdio_run_as: Option<String>,
 }
 
 const SQL: &str = "select id, name, email from users where created_at > now() - interval '7 days' order by id limit 50";
@@ -58,16 +80,44 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
-/// One target: where to send, and the bearer token if any.
+/// How a target is reached.
+enum Via {
+    /// Streamable HTTP, with the bearer token if any; `modern`: a stateless 2026-07-28 call
+    /// (targets f–h), else one without a protocol header (a–d).
+    Http {
+        url: String,
+        token: Option<String>,
+        modern: bool,
+    },
+    /// MCP over a stdio server's stdin/stdout (target e).
+    Stdio(Arc<upstreams::StdioClient>),
+}
+
+/// One target: how to reach it, and what was measured.
 struct Target {
+    letter: char,
     name: &'static str,
-    url: String,
-    token: Option<String>,
+    via: Via,
     latencies_us: Vec<u32>,
     errors: u64,
     elapsed: Duration,
-    /// CPU time of the whole process (user + system) during the measured windows.
+    /// CPU time of this whole process (user + system) during the measured windows.
     cpu: Duration,
+    /// Other processes the target runs on (gateway, server), with their CPU time during the
+    /// measured windows (from /proc).
+    watched: Vec<Watched>,
+}
+
+struct Watched {
+    role: Role,
+    pid: u32,
+    cpu: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Gateway,
+    Server,
 }
 
 /// CPU time this process has used so far, user plus system, all threads.
@@ -183,16 +233,59 @@ async fn gateway(dir: &std::path::Path, upstream: &str, audit: bool) -> Result<(
     Ok((url, token))
 }
 
-fn request(url: &str, token: Option<&str>, id: u64) -> Result<hyper::Request<Full<Bytes>>> {
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": "query", "arguments": {"sql": SQL}}});
+/// The call as a stdio client sends it (target e), and as the stdio server sees it in f.
+fn call_message(id: u64) -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "query", "arguments": {"sql": SQL}}})
+}
+
+/// `modern`: a stateless 2026-07-28 call (its headers and `_meta`), else one without a protocol
+/// header.
+fn request(
+    url: &str,
+    token: Option<&str>,
+    id: u64,
+    modern: bool,
+) -> Result<hyper::Request<Full<Bytes>>> {
+    let mut body = call_message(id);
     let mut req = hyper::Request::post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
+    if modern {
+        body["params"]["_meta"] = serde_json::json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}});
+        req = req
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "query");
+    }
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     Ok(req.body(Full::new(Bytes::from(body.to_string())))?)
+}
+
+/// One HTTP call: whether it succeeded (a result, not a tool error).
+async fn call_http(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: hyper::Request<Full<Bytes>>,
+) -> bool {
+    match client.request(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            match resp.into_body().collect().await {
+                Ok(b) => {
+                    let b = b.to_bytes();
+                    status.is_success()
+                        && b.windows(9).any(|w| w == b"\"result\":")
+                        && !b.windows(13).any(|w| w == b"\"isError\":true")
+                }
+                Err(_) => false,
+            }
+        }
+        Err(_) => false,
+    }
 }
 
 /// Runs `clients` loops against `target` for `warmup` then `duration`, recording latencies.
@@ -202,7 +295,15 @@ async fn measure(target: &mut Target, clients: usize, warmup: Duration, duration
     let record = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (client, url, token) = (client.clone(), target.url.clone(), target.token.clone());
+        let via = match &target.via {
+            Via::Http { url, token, modern } => Via::Http {
+                url: url.clone(),
+                token: token.clone(),
+                modern: *modern,
+            },
+            Via::Stdio(s) => Via::Stdio(s.clone()),
+        };
+        let client = client.clone();
         let (stop, record) = (stop.clone(), record.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
@@ -210,25 +311,22 @@ async fn measure(target: &mut Target, clients: usize, warmup: Duration, duration
             let mut id = (c as u64) << 40;
             while !stop.load(Ordering::Relaxed) {
                 id += 1;
-                let Ok(req) = request(&url, token.as_deref(), id) else {
-                    errors += 1;
-                    continue;
-                };
-                let start = Instant::now();
-                let ok = match client.request(req).await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        match resp.into_body().collect().await {
-                            Ok(b) => {
-                                let b = b.to_bytes();
-                                status.is_success()
-                                    && b.windows(9).any(|w| w == b"\"result\":")
-                                    && !b.windows(13).any(|w| w == b"\"isError\":true")
-                            }
-                            Err(_) => false,
-                        }
+                let start;
+                let ok = match &via {
+                    Via::Http { url, token, modern } => {
+                        let Ok(req) = request(url, token.as_deref(), id, *modern) else {
+                            errors += 1;
+                            continue;
+                        };
+                        start = Instant::now();
+                        call_http(&client, req).await
                     }
-                    Err(_) => false,
+                    Via::Stdio(stdio) => {
+                        // One id space on the one pipe.
+                        let id = stdio.next_id();
+                        start = Instant::now();
+                        stdio.send(id, &call_message(id)).await
+                    }
                 };
                 let us = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
                 if record.load(Ordering::Relaxed) {
@@ -246,9 +344,19 @@ async fn measure(target: &mut Target, clients: usize, warmup: Duration, duration
     record.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let cpu_before = process_cpu();
+    let watched_before: Vec<Option<Duration>> = target
+        .watched
+        .iter()
+        .map(|w| upstreams::process_cpu_of(w.pid))
+        .collect();
     tokio::time::sleep(duration).await;
     record.store(false, Ordering::Relaxed);
     target.cpu += process_cpu().saturating_sub(cpu_before);
+    for (w, before) in target.watched.iter_mut().zip(watched_before) {
+        if let (Some(before), Some(after)) = (before, upstreams::process_cpu_of(w.pid)) {
+            w.cpu += after.saturating_sub(before);
+        }
+    }
     target.elapsed += started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -265,6 +373,10 @@ struct Figures {
     rps: f64,
     /// Process CPU time per completed request, in µs.
     cpu_us: f64,
+    /// The gateway process's, when it runs in a process of its own.
+    gateway_us: Option<f64>,
+    /// The upstream server process's, when it runs in a process of its own.
+    server_us: Option<f64>,
 }
 
 fn figures(t: &mut Target) -> Figures {
@@ -276,68 +388,168 @@ fn figures(t: &mut Target) -> Figures {
         }
         f64::from(v[((v.len() - 1) as f64 * p).round() as usize])
     };
+    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / t.latencies_us.len().max(1) as f64;
+    let role = |role| {
+        t.watched
+            .iter()
+            .find(|w| w.role == role)
+            .map(|w| per_call(w.cpu))
+    };
     Figures {
         p50: q(0.50),
         p99: q(0.99),
         rps: t.latencies_us.len() as f64 / t.elapsed.as_secs_f64(),
-        cpu_us: t.cpu.as_secs_f64() * 1e6 / t.latencies_us.len().max(1) as f64,
+        cpu_us: per_call(t.cpu),
+        gateway_us: role(Role::Gateway),
+        server_us: role(Role::Server),
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // The processes targets e–h spawn of this binary: the demo server, a gateway.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(done) = upstreams::hidden(&argv).await {
+        return done;
+    }
     let args = Args::parse();
     if args.clients == 0 || args.rounds == 0 {
         bail!("--clients and --rounds must be at least 1");
     }
-    let upstream = mcpgw::demo::start_db(([127, 0, 0, 1], 0).into(), false)
-        .await
-        .context("start the upstream")?;
-    let proxy = bare_proxy(upstream.url.clone()).await?;
-    let dir_on = tempfile::tempdir()?;
-    let dir_off = tempfile::tempdir()?;
-    let (gw_on, token_on) = gateway(dir_on.path(), &upstream.url, true).await?;
-    let (gw_off, token_off) = gateway(dir_off.path(), &upstream.url, false).await?;
-    // The gateways are up once they answer.
-    for (url, token) in [(&gw_on, &token_on), (&gw_off, &token_off)] {
-        let c = client();
-        let mut up = false;
-        for _ in 0..500 {
-            if let Ok(r) = c.request(request(url, Some(token), 0)?).await
-                && r.status().is_success()
-            {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if !up {
-            bail!("the gateway at {url} did not come up");
-        }
+    if let Some(c) = args.only.chars().find(|c| !('a'..='i').contains(c)) {
+        bail!("--only: {c:?} is not a target (a–i)");
     }
-    let target = |name, url: String, token: Option<String>| Target {
+    let wants = |letters: &str| letters.chars().any(|c| args.only.contains(c));
+    let target = |letter, name, via| Target {
+        letter,
         name,
-        url,
-        token,
+        via,
         latencies_us: Vec::new(),
         errors: 0,
         elapsed: Duration::ZERO,
         cpu: Duration::ZERO,
+        watched: Vec::new(),
     };
-    let mut targets = [
-        target("(a) direct", upstream.url.clone(), None),
-        target("(b) bare proxy", format!("http://{proxy}/mcp"), None),
-        target("(c) mcpgw", gw_on, Some(token_on)),
-        target("(d) mcpgw, audit off", gw_off, Some(token_off)),
-    ];
+    let http = |url: String, token: Option<String>, modern| Via::Http { url, token, modern };
+    let mut targets = Vec::new();
+    // Kept alive until the end: the in-process upstream and the gateways' directories.
+    let mut _keep = None;
+    if wants("abcd") {
+        let upstream = mcpgw::demo::start_db(([127, 0, 0, 1], 0).into(), false)
+            .await
+            .context("start the upstream")?;
+        let proxy = bare_proxy(upstream.url.clone()).await?;
+        let dir_on = tempfile::tempdir()?;
+        let dir_off = tempfile::tempdir()?;
+        let (gw_on, token_on) = gateway(dir_on.path(), &upstream.url, true).await?;
+        let (gw_off, token_off) = gateway(dir_off.path(), &upstream.url, false).await?;
+        // The gateways are up once they answer.
+        for (url, token) in [(&gw_on, &token_on), (&gw_off, &token_off)] {
+            let c = client();
+            let mut up = false;
+            for _ in 0..500 {
+                if let Ok(r) = c.request(request(url, Some(token), 0, false)?).await
+                    && r.status().is_success()
+                {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !up {
+                bail!("the gateway at {url} did not come up");
+            }
+        }
+        targets.extend([
+            target('a', "(a) direct", http(upstream.url.clone(), None, false)),
+            target(
+                'b',
+                "(b) bare proxy",
+                http(format!("http://{proxy}/mcp"), None, false),
+            ),
+            target('c', "(c) mcpgw", http(gw_on, Some(token_on), false)),
+            target(
+                'd',
+                "(d) mcpgw, audit off",
+                http(gw_off, Some(token_off), false),
+            ),
+        ]);
+        _keep = Some((upstream, dir_on, dir_off));
+    }
+    let mut _upstreams = None;
+    if wants("efghi") {
+        let check = client();
+        let up = upstreams::Upstreams::start(
+            args.stdio_io,
+            args.stdio_run_as.as_deref(),
+            async |url: &str, token: &str| match request(url, Some(token), 0, true) {
+                Ok(req) => call_http(&check, req).await,
+                Err(_) => false,
+            },
+        )
+        .await
+        .context("start targets e–i")?;
+        let watch = |pids: &[(Role, u32)]| -> Vec<Watched> {
+            pids.iter()
+                .map(|&(role, pid)| Watched {
+                    role,
+                    pid,
+                    cpu: Duration::ZERO,
+                })
+                .collect()
+        };
+        let url = |server| format!("{}{server}", up.gateway_base);
+        let token = Some(up.token.clone());
+        let [stdio, plain, tls] = upstreams::SERVERS;
+        let (gw, net) = (up.gateway_pid, up.net_pid);
+        let mut e = target('e', "(e) stdio direct", Via::Stdio(up.direct.clone()));
+        e.watched = watch(&[(Role::Server, up.direct.pid)]);
+        let mut f = target(
+            'f',
+            "(f) mcpgw → stdio",
+            http(url(stdio), token.clone(), true),
+        );
+        f.watched = watch(&[(Role::Gateway, gw), (Role::Server, up.gateway_stdio_pid)]);
+        let mut g = target(
+            'g',
+            "(g) mcpgw → http",
+            http(url(plain), token.clone(), true),
+        );
+        g.watched = watch(&[(Role::Gateway, gw), (Role::Server, net)]);
+        let mut h = target('h', "(h) mcpgw → https", http(url(tls), token, true));
+        h.watched = watch(&[(Role::Gateway, gw), (Role::Server, net)]);
+        let mut i = target(
+            'i',
+            "(i) http direct",
+            http(up.http_url.clone(), None, true),
+        );
+        i.watched = watch(&[(Role::Server, net)]);
+        targets.extend([e, f, g, h, i]);
+        _upstreams = Some(up);
+    }
+    if let Some(up) = &_upstreams {
+        let io = |pid| {
+            if upstreams::reopened_stdin(pid) {
+                "non-blocking pipes"
+            } else {
+                "blocking stdin/stdout"
+            }
+        };
+        println!(
+            "stdio server ({:?}): e reads it through {}, f through {}",
+            args.stdio_io,
+            io(up.direct.pid),
+            io(up.gateway_stdio_pid)
+        );
+    }
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "mcpgw-load: {} clients, {} rounds of {:?} per target (after {:?} warm-up), {cpus} CPUs, tools/call db:query",
         args.clients, args.rounds, args.duration, args.warmup
     );
     for round in 1..=args.rounds {
-        for (i, t) in targets.iter_mut().enumerate() {
-            if !args.only.contains((b'a' + i as u8) as char) {
+        for t in targets.iter_mut() {
+            if !args.only.contains(t.letter) {
                 continue;
             }
             measure(t, args.clients, args.warmup, args.duration).await;
@@ -345,51 +557,128 @@ async fn main() -> Result<()> {
         }
     }
     let figs: Vec<Figures> = targets.iter_mut().map(figures).collect();
-    println!(
-        "\n| target | requests | errors | p50 | p99 | throughput | CPU per request |\n|---|---:|---:|---:|---:|---:|---:|"
-    );
-    for (t, f) in targets.iter().zip(&figs) {
-        if t.latencies_us.is_empty() && t.errors == 0 {
-            continue;
-        }
+    let fig = |letter: char| -> Option<&Figures> {
+        let i = targets.iter().position(|t| t.letter == letter)?;
+        args.only.contains(letter).then_some(&figs[i])
+    };
+    if wants("abcd") {
         println!(
-            "| {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} req/s | {:.1} µs |",
-            t.name,
-            t.latencies_us.len(),
-            t.errors,
-            f.p50,
-            f.p99,
-            f.rps,
-            f.cpu_us
+            "\n| target | requests | errors | p50 | p99 | throughput | CPU per request |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for (t, f) in targets.iter().zip(&figs) {
+            if t.letter > 'd' || !args.only.contains(t.letter) {
+                continue;
+            }
+            println!(
+                "| {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} req/s | {:.1} µs |",
+                t.name,
+                t.latencies_us.len(),
+                t.errors,
+                f.p50,
+                f.p99,
+                f.rps,
+                f.cpu_us
+            );
+        }
+    }
+    if let (Some(a), Some(b), Some(c), Some(d)) = (fig('a'), fig('b'), fig('c'), fig('d')) {
+        println!("\n| ratio | value | budget |\n|---|---:|---:|");
+        println!("| added p50, c − a | {:.0} µs | ≤ 100 µs |", c.p50 - a.p50);
+        println!("| added p99, c − a | {:.0} µs | ≤ 500 µs |", c.p99 - a.p99);
+        println!("| p50 c / a | {:.2}× | |", c.p50 / a.p50);
+        println!("| p50 c / b | {:.2}× | |", c.p50 / b.p50);
+        println!(
+            "| throughput c / b | {:.1} % | ≥ 90 % |",
+            100.0 * c.rps / b.rps
+        );
+        println!("| throughput c / a | {:.1} % | |", 100.0 * c.rps / a.rps);
+        println!(
+            "| CPU per request added over direct, b − a | {:.1} µs | |",
+            b.cpu_us - a.cpu_us
+        );
+        println!(
+            "| CPU per request added over direct, c − a | {:.1} µs | |",
+            c.cpu_us - a.cpu_us
+        );
+        println!("| audit on vs off, p50 c − d | {:.0} µs | |", c.p50 - d.p50);
+        println!(
+            "| audit on vs off, throughput c / d | {:.1} % | |",
+            100.0 * c.rps / d.rps
         );
     }
-    if args.only != "abcd" {
-        return Ok(());
+    if wants("efghi") {
+        println!(
+            "\n| target | requests | errors | p50 | p99 | throughput | CPU/call: clients | gateway | server |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let us = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1} µs"));
+        for (t, f) in targets.iter().zip(&figs) {
+            if t.letter < 'e' || !args.only.contains(t.letter) {
+                continue;
+            }
+            println!(
+                "| {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} req/s | {:.1} µs | {} | {} |",
+                t.name,
+                t.latencies_us.len(),
+                t.errors,
+                f.p50,
+                f.p99,
+                f.rps,
+                f.cpu_us,
+                us(f.gateway_us),
+                us(f.server_us)
+            );
+        }
     }
-    let (a, b, c, d) = (&figs[0], &figs[1], &figs[2], &figs[3]);
-    println!("\n| ratio | value | budget |\n|---|---:|---:|");
-    println!("| added p50, c − a | {:.0} µs | ≤ 100 µs |", c.p50 - a.p50);
-    println!("| added p99, c − a | {:.0} µs | ≤ 500 µs |", c.p99 - a.p99);
-    println!("| p50 c / a | {:.2}× | |", c.p50 / a.p50);
-    println!("| p50 c / b | {:.2}× | |", c.p50 / b.p50);
-    println!(
-        "| throughput c / b | {:.1} % | ≥ 90 % |",
-        100.0 * c.rps / b.rps
-    );
-    println!("| throughput c / a | {:.1} % | |", 100.0 * c.rps / a.rps);
-    println!(
-        "| CPU per request added over direct, b − a | {:.1} µs | |",
-        b.cpu_us - a.cpu_us
-    );
-    println!(
-        "| CPU per request added over direct, c − a | {:.1} µs | |",
-        c.cpu_us - a.cpu_us
-    );
-    println!("| audit on vs off, p50 c − d | {:.0} µs | |", c.p50 - d.p50);
-    println!(
-        "| audit on vs off, throughput c / d | {:.1} % | |",
-        100.0 * c.rps / d.rps
-    );
+    if let (Some(e), Some(f), Some(g), Some(h)) = (fig('e'), fig('f'), fig('g'), fig('h')) {
+        let cpu = |x: &Figures, role: fn(&Figures) -> Option<f64>| role(x).unwrap_or(f64::NAN);
+        let gw = |x: &Figures| x.gateway_us;
+        let srv = |x: &Figures| x.server_us;
+        println!("\n| ratio | value |\n|---|---:|");
+        println!("| throughput f / e | {:.1} % |", 100.0 * f.rps / e.rps);
+        println!("| p50 f / e | {:.2}× |", f.p50 / e.p50);
+        println!("| added p50, f − e | {:.0} µs |", f.p50 - e.p50);
+        println!("| added p99, f − e | {:.0} µs |", f.p99 - e.p99);
+        println!(
+            "| server CPU/call f / e | {:.2}× |",
+            cpu(f, srv) / cpu(e, srv)
+        );
+        println!("| throughput f / g | {:.1} % |", 100.0 * f.rps / g.rps);
+        println!("| p50 f − g | {:.0} µs |", f.p50 - g.p50);
+        println!(
+            "| gateway CPU/call f / g | {:.2}× |",
+            cpu(f, gw) / cpu(g, gw)
+        );
+        println!(
+            "| server CPU/call f / g | {:.2}× |",
+            cpu(f, srv) / cpu(g, srv)
+        );
+        println!(
+            "| gateway + server CPU/call f / g | {:.2}× |",
+            (cpu(f, gw) + cpu(f, srv)) / (cpu(g, gw) + cpu(g, srv))
+        );
+        println!("| throughput h / g | {:.1} % |", 100.0 * h.rps / g.rps);
+        println!("| p50 h − g | {:.0} µs |", h.p50 - g.p50);
+        println!(
+            "| gateway CPU/call h − g | {:.1} µs |",
+            cpu(h, gw) - cpu(g, gw)
+        );
+        println!(
+            "| server CPU/call h − g | {:.1} µs |",
+            cpu(h, srv) - cpu(g, srv)
+        );
+        if let Some(i) = fig('i') {
+            println!("| added p50 over HTTP, g − i | {:.0} µs |", g.p50 - i.p50);
+            println!("| throughput g / i | {:.1} % |", 100.0 * g.rps / i.rps);
+            println!(
+                "| throughput e / i (stdio vs HTTP, no gateway) | {:.1} % |",
+                100.0 * e.rps / i.rps
+            );
+            println!(
+                "| server CPU/call e / i | {:.2}× |",
+                cpu(e, srv) / cpu(i, srv)
+            );
+        }
+    }
     if targets.iter().any(|t| t.errors > 0) {
         bail!("some requests failed: see the errors column");
     }
