@@ -9,11 +9,11 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{
     Component, ComponentType, Func, Linker, Lower, TypedFunc, types::ComponentItem,
 };
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 #[allow(missing_docs)]
 mod bindings {
@@ -54,7 +54,8 @@ pub enum InstanceStrategy {
 /// Bounds on every evaluation.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Wall-clock budget of one module call; past it the call traps and the module denies.
+    /// CPU-time budget of one module call (see [`Budget`]); past it the call traps and the
+    /// module denies.
     pub timeout: Duration,
     /// Linear memory a module instance may grow to.
     pub memory_bytes: usize,
@@ -75,11 +76,85 @@ impl Default for Limits {
     }
 }
 
-/// Per-store host state: the limiter, the module's name for logs, and its log budget.
+/// Per-store host state: the limiter, the module's name for logs, its log budget and the time
+/// budget of the call under way.
 pub struct HostState {
     limits: StoreLimits,
     module: Arc<str>,
     log_budget: u32,
+    budget: Budget,
+}
+
+/// What one evaluation may spend: `cpu` of the evaluating thread's CPU time, counted once `cpu`
+/// of wall-clock time has passed. On a busy host a thread is preempted for milliseconds at a
+/// time, and a module that was only waiting for a core has not been slow (a wall-clock limit
+/// denied well-behaved calls under load). So the epoch deadline fires after `cpu` of wall-clock
+/// time; only then is the thread's CPU clock read (a call that finishes in time never reads it),
+/// and the call may use `cpu` more of CPU time before it traps. A module that needs less than
+/// `cpu` is never stopped however long it waits; one that spins is stopped within `2 * cpu` of
+/// CPU time. A module can wait for nothing (its only import is `log`), and `wall` is the backstop
+/// for a host so overloaded that a core is rarely had at all.
+#[derive(Clone, Copy)]
+struct Budget {
+    cpu: Duration,
+    wall: Duration,
+    wall_start: Instant,
+    /// The thread's CPU clock when the wall-clock deadline first passed.
+    cpu_mark: Option<Duration>,
+}
+
+impl Budget {
+    fn new(cpu: Duration) -> Budget {
+        Budget {
+            cpu,
+            wall: (cpu * 20).max(Duration::from_secs(1)),
+            wall_start: Instant::now(),
+            cpu_mark: None,
+        }
+    }
+
+    /// Called each time the epoch deadline passes: trap when the budget is spent, otherwise the
+    /// ticks until it could be.
+    fn check(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        if self.wall_start.elapsed() >= self.wall {
+            return Err(Trap::Interrupt.into());
+        }
+        // Without a CPU clock (never on Linux), the wall-clock deadline is the limit.
+        let now = thread_cpu_time().ok_or(Trap::Interrupt)?;
+        let used = match self.cpu_mark {
+            None => {
+                self.cpu_mark = Some(now);
+                Duration::ZERO
+            }
+            Some(mark) => now.saturating_sub(mark),
+        };
+        if used >= self.cpu {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(UpdateDeadline::Continue(ticks(self.cpu - used)))
+    }
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call writes nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// Epoch ticks covering `d`, plus one for the tick already under way.
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64).max(1) + 1
+}
+
+/// Starts a budget of `cpu` for the next call on `store`.
+fn arm(store: &mut Store<HostState>, cpu: Duration) {
+    store.data_mut().budget = Budget::new(cpu);
+    store.set_epoch_deadline(ticks(cpu));
 }
 
 impl bindings::mcpgw::policy::host::Host for HostState {
@@ -165,7 +240,6 @@ pub struct PolicyEngine {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
-    deadline_ticks: u64,
     cache_dir: Option<PathBuf>,
     fuel: bool,
     /// Components compiled in this process, by content digest: reloading a file seen before
@@ -208,11 +282,9 @@ impl PolicyEngine {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Io(dir.display().to_string(), e.to_string()))?;
         }
-        let ticks = limits.timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
         let this = Arc::new(PolicyEngine {
             engine,
             linker,
-            deadline_ticks: ticks.max(1) + 1,
             limits,
             cache_dir,
             fuel,
@@ -257,12 +329,11 @@ impl PolicyEngine {
             idle_count: AtomicUsize::new(0),
             stats: ModuleStats::default(),
             limits: self.limits.clone(),
-            deadline_ticks: self.deadline_ticks,
             fuel: self.fuel,
         };
         // Metadata and settings: a fresh instance with the load budget.
         let mut instance = module
-            .instantiate(self.load_ticks())
+            .instantiate(LOAD_TIMEOUT)
             .map_err(|f| Error::Rejected(f.describe()))?;
         let meta = instance
             .bindings
@@ -290,7 +361,7 @@ impl PolicyEngine {
         let trial = trial_call();
         let mut trial_list = trial.clone();
         trial_list.arguments = None;
-        instance.store.set_epoch_deadline(self.load_ticks());
+        arm(&mut instance.store, LOAD_TIMEOUT);
         let r: wasmtime::Result<Vec<wit::Decision>> = (|| {
             let mut out = Vec::new();
             if module.phases.list {
@@ -322,10 +393,6 @@ impl PolicyEngine {
             check_output(&d).map_err(|why| Error::Rejected(format!("trial evaluation: {why}")))?;
         }
         Ok(module)
-    }
-
-    fn load_ticks(&self) -> u64 {
-        LOAD_TIMEOUT.as_millis() as u64
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, Error> {
@@ -695,7 +762,6 @@ pub struct Module {
     idle_count: AtomicUsize,
     pub(crate) stats: ModuleStats,
     limits: Limits,
-    deadline_ticks: u64,
     fuel: bool,
 }
 
@@ -733,7 +799,8 @@ impl Module {
         &self.stubbed_imports
     }
 
-    fn instantiate(&self, ticks: u64) -> Result<Instance, Fault> {
+    /// A configured instance; instantiating and `configure` run under a budget of `timeout`.
+    fn instantiate(&self, timeout: Duration) -> Result<Instance, Fault> {
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
@@ -745,10 +812,12 @@ impl Module {
                 .build(),
             module: self.name.clone(),
             log_budget: LOG_LINES_PER_CALL,
+            budget: Budget::new(timeout),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_callback(|mut store| store.data_mut().budget.check());
+        arm(&mut store, timeout);
         if self.fuel {
             store
                 .set_fuel(u64::MAX / 2)
@@ -798,7 +867,7 @@ impl Module {
         let reused = if warm { self.take_idle(slot) } else { None };
         let mut instance = match reused {
             Some(i) => i,
-            None => match self.instantiate(self.deadline_ticks) {
+            None => match self.instantiate(self.limits.timeout) {
                 Ok(i) => i,
                 Err(fault) => {
                     return self.count(Answer {
@@ -808,7 +877,7 @@ impl Module {
                 }
             },
         };
-        instance.store.set_epoch_deadline(self.deadline_ticks);
+        arm(&mut instance.store, self.limits.timeout);
         instance.store.data_mut().log_budget = LOG_LINES_PER_CALL;
         let before = if self.fuel {
             instance.store.get_fuel().ok()
@@ -918,4 +987,47 @@ impl Module {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spin(cpu: Duration) {
+        let start = thread_cpu_time().expect("a CPU clock");
+        while thread_cpu_time().expect("a CPU clock") - start < cpu {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[test]
+    fn a_call_waiting_for_a_core_is_not_stopped_one_that_spins_is() {
+        let budget = Duration::from_millis(10);
+        // The wall-clock deadline passed while the thread did nothing (as when it is preempted):
+        // the call gets its CPU budget.
+        let mut waiting = Budget::new(budget);
+        std::thread::sleep(budget * 3);
+        assert!(matches!(waiting.check(), Ok(UpdateDeadline::Continue(_))));
+        std::thread::sleep(budget * 3);
+        spin(budget / 2);
+        assert!(matches!(waiting.check(), Ok(UpdateDeadline::Continue(_))));
+        // Spending it traps, as a timeout.
+        spin(budget);
+        let Err(e) = waiting.check() else {
+            panic!("the budget is spent")
+        };
+        assert!(matches!(classify(&e), Fault::Timeout));
+    }
+
+    #[test]
+    fn the_wall_clock_backstop_stops_a_call_that_never_gets_a_core() {
+        let mut budget = Budget::new(Duration::from_millis(1));
+        budget.wall = Duration::from_millis(20);
+        assert!(budget.check().is_ok());
+        std::thread::sleep(Duration::from_millis(25));
+        let Err(e) = budget.check() else {
+            panic!("past the backstop")
+        };
+        assert!(matches!(classify(&e), Fault::Timeout));
+    }
 }
