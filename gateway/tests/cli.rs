@@ -564,3 +564,54 @@ fn servers_over_https_and_stdio_are_listed_with_sources_never_values() {
         serde_json::from_str(&ok(&["server", "list", "acme", "--json"])).unwrap();
     assert_eq!(after.as_array().map(Vec::len), Some(2));
 }
+
+/// `mcpgw serve` with `MCPGW_LOG_FORMAT` set to `format`, until its first log line; that line.
+fn first_log_line(format: Option<&str>) -> String {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgw"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .env("MCPGW_DATA_DIR", dir.path())
+        .env_remove("MCPGW_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    match format {
+        Some(f) => cmd.env("MCPGW_LOG_FORMAT", f),
+        None => cmd.env_remove("MCPGW_LOG_FORMAT"),
+    };
+    let mut child = cmd.spawn().expect("run mcpgw serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_or_json_when_asked() {
+    // stderr is a pipe here, as in a log file or under a supervisor: no colour codes.
+    let text = first_log_line(None);
+    assert!(text.contains("INFO"), "{text:?}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI codes off a terminal: {text:?}"
+    );
+    let json = first_log_line(Some("json"));
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("one JSON object per line");
+    assert_eq!(parsed["level"], "INFO", "{json}");
+    assert!(parsed["fields"]["message"].is_string(), "{json}");
+    assert!(parsed["timestamp"].is_string(), "{json}");
+    assert!(!json.contains('\u{1b}'), "{json:?}");
+    let o = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args(["workspace", "list"])
+        .env("MCPGW_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("MCPGW_LOG_FORMAT"),
+        "{o:?}"
+    );
+}
