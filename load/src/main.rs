@@ -139,9 +139,10 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
         .build(connector)
 }
 
-/// The bare proxy: reads the request, sends it upstream, streams the answer back.
-async fn bare_proxy(upstream: String) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// The bare proxy on `listen`: reads the request, sends it to the same path on `upstream`'s
+/// host, streams the answer back.
+async fn bare_proxy(listen: SocketAddr, upstream: String) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let upstream: http::Uri = upstream.parse()?;
     let client = client();
@@ -184,7 +185,12 @@ async fn forward(
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return bad_gateway();
     };
-    parts.uri = upstream;
+    let mut uri = upstream.into_parts();
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    let Ok(uri) = http::Uri::from_parts(uri) else {
+        return bad_gateway();
+    };
+    parts.uri = uri;
     parts.headers.remove(http::header::HOST);
     match client
         .request(hyper::Request::from_parts(parts, Full::new(body)))
@@ -412,6 +418,66 @@ async fn main() -> Result<()> {
     if let Some(done) = upstreams::hidden(&argv).await {
         return done;
     }
+    // `mcpgw-load bare-proxy LISTEN UPSTREAM`: the bare proxy as a process of its own, for
+    // load/processes.
+    // `mcpgw-load bare-proxy-per-core LISTEN UPSTREAM`: the same with one single-threaded runtime
+    // per core, each with its own client, all accepting on one socket.
+    if let [_, role, listen, upstream] = argv.as_slice()
+        && role == "bare-proxy"
+    {
+        let addr = bare_proxy(listen.parse()?, upstream.clone()).await?;
+        println!("listening on {addr}");
+        std::future::pending::<()>().await;
+    }
+    if let [_, role, listen, upstream] = argv.as_slice()
+        && role == "bare-proxy-per-core"
+    {
+        let listener = std::net::TcpListener::bind(listen.as_str())?;
+        listener.set_nonblocking(true)?;
+        println!("listening on {}", listener.local_addr()?);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut joins = Vec::new();
+        for _ in 0..threads {
+            let listener = listener.try_clone()?;
+            let upstream: http::Uri = upstream.parse()?;
+            joins.push(std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    let client = client();
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let _ = tcp.set_nodelay(true);
+                        let (client, upstream) = (client.clone(), upstream.clone());
+                        let service = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let (client, upstream) = (client.clone(), upstream.clone());
+                                async move {
+                                    Ok::<_, std::convert::Infallible>(
+                                        forward(&client, upstream, req).await,
+                                    )
+                                }
+                            },
+                        );
+                        tokio::spawn(async move {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tcp), service)
+                                .await;
+                        });
+                    }
+                });
+            }));
+        }
+        for j in joins {
+            let _ = j.join();
+        }
+        return Ok(());
+    }
     let args = Args::parse();
     if args.clients == 0 || args.rounds == 0 {
         bail!("--clients and --rounds must be at least 1");
@@ -438,7 +504,7 @@ async fn main() -> Result<()> {
         let upstream = mcpgw::demo::start_db(([127, 0, 0, 1], 0).into(), false)
             .await
             .context("start the upstream")?;
-        let proxy = bare_proxy(upstream.url.clone()).await?;
+        let proxy = bare_proxy(([127, 0, 0, 1], 0).into(), upstream.url.clone()).await?;
         let dir_on = tempfile::tempdir()?;
         let dir_off = tempfile::tempdir()?;
         let (gw_on, token_on) = gateway(dir_on.path(), &upstream.url, true).await?;
