@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod fence;
+pub mod h1;
 pub mod stdio;
 pub mod tls;
 
@@ -16,9 +17,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,10 +128,11 @@ static FORWARDED_RESPONSE_HEADERS: [HeaderName; 7] = [
 ];
 
 /// What an upstream answers with: a streaming body. One variant per transport, so the relay
-/// serves every kind of upstream alike without boxing the body; the HTTP client's is the one
-/// today, a stdio server's stream is the next.
+/// serves every kind of upstream alike without boxing the body.
 pub enum UpstreamBody {
-    /// The body of an HTTP upstream's response.
+    /// The body of an `http://` upstream's response, read from its connection (`h1.rs`).
+    H1(h1::H1Body),
+    /// The body of an `https://` upstream's response (hyper's client).
     Http(Incoming),
     /// A stdio server's answer (a whole document or an SSE stream).
     Stdio(stdio::StdioBody),
@@ -141,20 +140,26 @@ pub enum UpstreamBody {
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::mcp::sse::BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            UpstreamBody::Http(b) => std::pin::Pin::new(b).poll_frame(cx),
-            UpstreamBody::Stdio(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpstreamBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpstreamBody::Http(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as Self::Error),
+            UpstreamBody::Stdio(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as Self::Error),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
             UpstreamBody::Http(b) => b.is_end_stream(),
             UpstreamBody::Stdio(b) => b.is_end_stream(),
         }
@@ -162,6 +167,7 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
+            UpstreamBody::H1(b) => b.size_hint(),
             UpstreamBody::Http(b) => b.size_hint(),
             UpstreamBody::Stdio(b) => b.size_hint(),
         }
@@ -171,10 +177,11 @@ impl http_body::Body for UpstreamBody {
 /// An upstream's response.
 pub type UpstreamResponse = Response<UpstreamBody>;
 
-/// The pooled clients: one for `http://`, one per distinct TLS setting for `https://`.
+/// The clients: one for `http://` (`h1.rs`), one per distinct TLS setting for `https://`, and
+/// the stdio servers' processes.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    h1: h1::Client,
     https: Arc<tls::Clients>,
     stdio: Arc<stdio::Stdio>,
     response_timeout: Duration,
@@ -188,15 +195,8 @@ impl Upstream {
         response_timeout: Duration,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
         Upstream {
-            client,
+            h1: h1::Client::new(connect_timeout),
             https: Arc::new(tls::Clients::new(connect_timeout)),
             stdio: stdio::Stdio::new(stdio::StdioSettings {
                 response_timeout,
@@ -255,10 +255,7 @@ impl Upstream {
                 return Err(url_error("the scheme must be http:// or https://".into()));
             }
         };
-        let mut req = Request::builder().method(method).uri(uri);
-        let headers = req
-            .headers_mut()
-            .ok_or_else(|| url_error("invalid request".into()))?;
+        let mut headers = HeaderMap::with_capacity(FORWARDED_REQUEST_HEADERS.len() + 4);
         for name in &FORWARDED_REQUEST_HEADERS {
             for value in incoming.get_all(name) {
                 headers.append(name.clone(), value.clone());
@@ -284,46 +281,64 @@ impl Upstream {
             let value = HeaderValue::from_str(&value).map_err(|e| url_error(e.to_string()))?;
             headers.insert(name, value);
         }
+        let sent = std::time::Instant::now();
+        let timed_out = || Error::Timeout {
+            server: server.name.clone(),
+            timeout: self.response_timeout,
+        };
+        let Some(client) = https else {
+            let request = self.h1.send(&uri, &method, &headers, &body);
+            let result = tokio::time::timeout(self.response_timeout, request).await;
+            self.metrics.upstream_latency.observe(sent.elapsed());
+            return match result {
+                Err(_) => Err(timed_out()),
+                Ok(Err(e)) => Err(Error::Unreachable {
+                    server: server.name.clone(),
+                    reason: error_chain(&e),
+                }),
+                Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
+            };
+        };
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(h) = req.headers_mut() {
+            *h = headers;
+        }
         let req = req
             .body(Full::new(body))
             .map_err(|e| url_error(e.to_string()))?;
-        let sent = std::time::Instant::now();
-        let request = match &https {
-            Some(client) => client.request(req),
-            None => self.client.request(req),
-        };
-        let result = tokio::time::timeout(self.response_timeout, request).await;
+        let result = tokio::time::timeout(self.response_timeout, client.request(req)).await;
         self.metrics.upstream_latency.observe(sent.elapsed());
         match result {
-            Err(_) => Err(Error::Timeout {
-                server: server.name.clone(),
-                timeout: self.response_timeout,
-            }),
+            Err(_) => Err(timed_out()),
             Ok(Err(e)) => {
                 let host = server.uri.as_ref().and_then(|u| u.host());
-                if https.is_some()
-                    && let Some(reason) =
-                        tls::reason(&e, server.transport.tls(), host.unwrap_or(&server.url))
+                if let Some(reason) =
+                    tls::reason(&e, server.transport.tls(), host.unwrap_or(&server.url))
                 {
                     return Err(Error::Tls {
                         server: server.name.clone(),
                         reason,
                     });
                 }
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    reason = format!("{reason}: {s}");
-                    source = s.source();
-                }
                 Err(Error::Unreachable {
                     server: server.name.clone(),
-                    reason,
+                    reason: error_chain(&e),
                 })
             }
             Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http)),
         }
     }
+}
+
+/// An error and its sources, in one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason = format!("{reason}: {s}");
+        source = s.source();
+    }
+    reason
 }
 
 /// The upstream response headers the client should see.
