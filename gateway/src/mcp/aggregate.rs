@@ -705,7 +705,7 @@ impl Proxy {
             .client
             .send(&r.identity.token_id, server, &body, revision, r.headers)
             .await
-            .inspect_err(|e| tracing::warn!(error = %e, "upstream failed"))?;
+            .inspect_err(|e| relay::log_upstream_failure(&ctx, e))?;
         relay::relay(
             &server.name,
             resp,

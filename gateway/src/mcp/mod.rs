@@ -206,12 +206,12 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let received = Instant::now();
-        let request_id = format!(
-            "{}-{}",
-            self.request_prefix,
-            self.next_request.fetch_add(1, Ordering::Relaxed)
-        );
-        let span = tracing::info_span!("mcp", request_id = %request_id, workspace = tracing::field::Empty,
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let request_id = format!("{}-{n}", self.request_prefix);
+        // At debug level: at the default level a request that logs nothing must cost nothing
+        // (an info span cost ~8 µs a call, a seventh of the gateway's CPU per call); the lines a
+        // request writes at info and above carry their identifying fields themselves.
+        let span = tracing::debug_span!("mcp", request_id = %request_id, workspace = tracing::field::Empty,
             member = tracing::field::Empty, server = tracing::field::Empty, method = tracing::field::Empty,
             tool = tracing::field::Empty, decision = tracing::field::Empty);
         let route = Route::of(req.uri().path());
@@ -220,7 +220,8 @@ impl Proxy {
             match self.route(req, route, request_id, received).await {
                 Ok(resp) => resp,
                 Err(e) => {
-                    tracing::info!(error = %e, "request refused");
+                    let request_id = format_args!("{}-{n}", self.request_prefix);
+                    tracing::info!(%request_id, error = %e, "request refused");
                     e.into_response(None, false)
                 }
             }

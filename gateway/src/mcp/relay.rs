@@ -67,10 +67,20 @@ pub struct Context {
     pub aggregated: bool,
 }
 
-/// The deny as a log line.
-pub fn log_denial(phase: &str, d: &Denial, enforced: bool) {
-    let decision = if enforced { "deny" } else { "would-deny" };
-    tracing::info!(phase, decision, module = %d.module, code = %d.code, fault = d.fault, "policy denial");
+/// The deny as a log line, with the request's identifying fields (the request span is at
+/// debug level, so that a call that logs nothing costs nothing).
+pub fn log_denial(ctx: &Context, phase: &str, d: &Denial) {
+    let decision = if ctx.enforced() { "deny" } else { "would-deny" };
+    let p = &ctx.identity.principal;
+    tracing::info!(request_id = %ctx.request_id, workspace = %p.workspace,
+        member = p.member.as_deref().unwrap_or("(workspace token)"), server = %ctx.server,
+        phase, decision, module = %d.module, code = %d.code, fault = d.fault, "policy denial");
+}
+
+/// An upstream that could not be reached or did not answer, as a log line.
+pub fn log_upstream_failure(ctx: &Context, e: &upstream::Error) {
+    tracing::warn!(request_id = %ctx.request_id, workspace = %ctx.identity.principal.workspace,
+        server = %ctx.server, error = %e, "upstream failed");
 }
 
 /// What a refused call tells the model.
@@ -129,7 +139,7 @@ impl Context {
             .chain
             .inspect_result(&self.question(tool, Some(arguments)), &result.to_string());
         if let Verdict::Deny(d) = verdict {
-            log_denial("result", &d, self.enforced());
+            log_denial(self, "result", &d);
             if let Some(call) = &self.call {
                 call.denied(&d, self.enforced());
             }

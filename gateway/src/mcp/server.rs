@@ -224,7 +224,7 @@ impl Proxy {
             .upstream
             .forward(server, method, headers, body)
             .await
-            .inspect_err(|e| tracing::warn!(error = %e, "upstream failed"))?;
+            .inspect_err(|e| relay::log_upstream_failure(&ctx, e))?;
         if let Some(session) = upstream
             .headers()
             .get(&upstream::MCP_SESSION_ID)
@@ -256,7 +256,7 @@ pub(super) fn decide_server_wide(ctx: &Context, method: &str) -> Result<(), Erro
     let Verdict::Deny(d) = ctx.chain.decide(&ctx.question("*", None)) else {
         return Ok(());
     };
-    log_denial("server", &d, ctx.enforced());
+    log_denial(ctx, "server", &d);
     if !ctx.enforced() {
         return Ok(());
     }
@@ -279,7 +279,7 @@ pub(super) fn decide_call(
     let span = tracing::Span::current();
     let mut decision = "allow";
     if let Verdict::Deny(d) = ctx.chain.decide(&ctx.question(tool, None)) {
-        log_denial("list", &d, ctx.enforced());
+        log_denial(ctx, "list", &d);
         if let Some(call) = &ctx.call {
             call.denied(&d, ctx.enforced());
         }
@@ -290,7 +290,7 @@ pub(super) fn decide_call(
         decision = "would-deny";
     }
     if let Verdict::Deny(d) = ctx.chain.veto(&ctx.question(tool, Some(arguments))) {
-        log_denial("call", &d, ctx.enforced());
+        log_denial(ctx, "call", &d);
         if let Some(call) = &ctx.call {
             call.denied(&d, ctx.enforced());
         }
