@@ -153,12 +153,8 @@ impl Client {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Response<H1Body>, Error> {
-        let authority = uri.authority().ok_or(Error::NoHost)?;
-        let host = match authority.port_u16() {
-            Some(_) => authority.as_str().to_owned(),
-            None => format!("{}:80", authority.host()),
-        };
-        let request = encode(uri, method, headers, body);
+        let host = host_port(uri).ok_or(Error::NoHost)?;
+        let request = encode(uri, &host, method, headers, body);
         if let Some(stream) = self.idle.take(&host) {
             match self.exchange(stream, &request, method, &host).await {
                 Err(Attempt::Unanswered(_)) => {} // closed while idle: once more, fresh
@@ -237,10 +233,23 @@ async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
     std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf)).await
 }
 
+/// `host:port` of the URL (port 80 when it gives none; never its userinfo): where to connect,
+/// the idle list's key and the `Host` header.
+fn host_port(uri: &Uri) -> Option<String> {
+    let authority = uri.authority()?;
+    if authority.port().is_some() && !authority.as_str().contains('@') {
+        return Some(authority.as_str().to_owned());
+    }
+    Some(format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    ))
+}
+
 /// The request as it goes on the wire: head, then body.
-fn encode(uri: &Uri, method: &Method, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+fn encode(uri: &Uri, host: &str, method: &Method, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let host = uri.authority().map_or("", |a| a.as_str());
     let mut out = Vec::with_capacity(256 + headers.len() * 48 + body.len());
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -704,6 +713,25 @@ mod tests {
             "the client's Host never goes up: {first}"
         );
         assert!(first.ends_with("content-length: 2\r\n\r\n{}"), "{first}");
+    }
+
+    #[test]
+    fn the_host_is_host_and_port_without_userinfo() {
+        let at = |u: &str| host_port(&u.parse().unwrap());
+        assert_eq!(
+            at("http://127.0.0.1:9000/mcp").as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(
+            at("http://db.internal/mcp").as_deref(),
+            Some("db.internal:80")
+        );
+        assert_eq!(
+            at("http://u:p@db.internal:81/").as_deref(),
+            Some("db.internal:81")
+        );
+        assert_eq!(at("http://[::1]:9000/").as_deref(), Some("[::1]:9000"));
+        assert_eq!(at("/relative"), None);
     }
 
     #[tokio::test]
