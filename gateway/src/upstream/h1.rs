@@ -13,10 +13,11 @@
 //! - Framing: `Content-Length`, `Transfer-Encoding: chunked` (chunk extensions and trailers read
 //!   and dropped) or, neither given, until the upstream closes (never reused). `1xx` heads are
 //!   skipped. HTTP/1.0 answers and `Connection: close` are not reused.
-//! - A reused connection the upstream closed while it sat idle (servers time idle connections
-//!   out, Node's after 5 s) fails before any byte of a response arrives: the request is then sent
-//!   once more on a new connection. A closed connection never processed the request, so this
-//!   cannot run a call twice.
+//! - A connection idle for a second or more is checked before it carries a request: one that the
+//!   upstream closed (servers time idle connections out, Node's after 5 s) or wrote to unasked
+//!   (a 408) is dropped. One that still fails before any byte of a response arrives (closed in
+//!   the moment between) has the request sent once more on a new connection: a closed
+//!   connection never processed it, so this cannot run a call twice.
 //! - Bounds: response head [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers, chunk-size lines and
 //!   trailers [`MAX_LINE`]; [`MAX_IDLE_PER_HOST`] idle connections per address, each dropped after
 //!   [`IDLE_TIMEOUT`] unused.
@@ -45,6 +46,11 @@ pub const MAX_IDLE_PER_HOST: usize = 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What one read asks the socket for.
 const READ_SIZE: usize = 16 * 1024;
+/// A connection idle this long is checked before it is used again (one `recv` that finds
+/// nothing). One used sooner is not: under load every call would pay for the check, and a
+/// server has rarely closed a connection within a second of answering on it; if it has, the
+/// request is sent again on a new one (see the module's doc).
+pub const QUIET_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Why an exchange with an upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +100,19 @@ impl Idles {
         self.by_host.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle connection to `host` that has not timed out.
+    /// The most recently used idle connection to `host` that has not timed out and, if it sat
+    /// idle for [`QUIET_CHECK_AFTER`] or more, is still open with nothing unread on it (a server
+    /// may have closed it, or written something unasked, such as a 408, while it waited: a
+    /// connection in that state must not carry a request).
     fn take(&self, host: &str) -> Option<TcpStream> {
         let mut map = self.lock();
         let list = map.get_mut(host)?;
         while let Some(idle) = list.pop_back() {
-            if idle.since.elapsed() < IDLE_TIMEOUT {
+            let waited = idle.since.elapsed();
+            if waited >= IDLE_TIMEOUT {
+                continue;
+            }
+            if waited < QUIET_CHECK_AFTER || quiet(&idle.stream) {
                 return Some(idle.stream);
             }
         }
@@ -226,6 +239,12 @@ impl Client {
 enum Attempt {
     Unanswered(Error),
     Failed(Error),
+}
+
+/// Whether an idle connection is still open with nothing to read: a read would block.
+fn quiet(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// One read from `stream` into `buf`'s spare capacity.
@@ -763,6 +782,40 @@ mod tests {
             let _ = s.write_all(answer).await;
         });
         format!("http://{addr}/mcp").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holding_unasked_bytes_is_not_used() {
+        // The server answers, then writes a 408 while the connection sits idle, then answers
+        // the next request (on a new connection) properly.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 65536];
+            let _ = s.read(&mut req).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst")
+                .await
+                .unwrap();
+            s.write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            let (mut s2, _) = listener.accept().await.unwrap();
+            let _ = s2.read(&mut req).await;
+            s2.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond")
+                .await
+                .unwrap();
+            let _ = s.read(&mut req).await; // keep the first connection open meanwhile
+        });
+        let uri: Uri = format!("http://{addr}/mcp").parse().unwrap();
+        let client = Client::new(Duration::from_secs(1));
+        let h = HeaderMap::new();
+        let r = client.send(&uri, &Method::POST, &h, b"1").await.unwrap();
+        assert_eq!(body_of(r).await.unwrap(), "first");
+        tokio::time::sleep(QUIET_CHECK_AFTER + Duration::from_millis(100)).await;
+        let r = client.send(&uri, &Method::POST, &h, b"2").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "not the 408 written while idle");
+        assert_eq!(body_of(r).await.unwrap(), "second");
     }
 
     #[tokio::test]
