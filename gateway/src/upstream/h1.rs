@@ -439,6 +439,29 @@ impl H1Body {
         Poll::Ready(Ok(n > 0))
     }
 
+    /// After a read: `None` to go on with more bytes buffered, else what the body answers. The
+    /// end of the stream ends the body when it is close-delimited (`eof_ends`) and is an error
+    /// anywhere else.
+    fn after_fill(
+        &mut self,
+        filled: Result<bool, BoxError>,
+        eof_ends: bool,
+    ) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
+        match filled {
+            Ok(true) => None,
+            Ok(false) if eof_ends => Some(self.stop(None)),
+            Ok(false) => Some(self.stop(Some("upstream closed mid-body".into()))),
+            Err(e) => Some(self.stop(Some(e))),
+        }
+    }
+
+    /// Ends the body without giving the connection back (it is closed), with `error` if any.
+    fn stop(&mut self, error: Option<BoxError>) -> Option<Result<Frame<Bytes>, BoxError>> {
+        self.stream = None;
+        self.framing = Framing::Done;
+        error.map(Err)
+    }
+
     /// The next step of the chunked decoder over what is buffered: a data frame, the end, or
     /// `None` when more bytes are needed.
     fn step_chunked(&mut self, chunk: Chunk) -> Result<Option<Option<Bytes>>, BoxError> {
@@ -540,18 +563,9 @@ impl http_body::Body for H1Body {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(this.poll_fill(cx)) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            this.stream = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(Some(Err("upstream closed mid-body".into())));
-                        }
-                        Err(e) => {
-                            this.stream = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    let filled = ready!(this.poll_fill(cx));
+                    if let Some(end) = this.after_fill(filled, false) {
+                        return Poll::Ready(end);
                     }
                 }
                 Framing::Eof => {
@@ -559,18 +573,9 @@ impl http_body::Body for H1Body {
                         let data = this.buf.split().freeze();
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(this.poll_fill(cx)) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            this.stream = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(None);
-                        }
-                        Err(e) => {
-                            this.stream = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    let filled = ready!(this.poll_fill(cx));
+                    if let Some(end) = this.after_fill(filled, true) {
+                        return Poll::Ready(end);
                     }
                 }
                 Framing::Chunked(chunk) => match this.step_chunked(chunk) {
@@ -579,24 +584,13 @@ impl http_body::Body for H1Body {
                     }
                     Ok(Some(Some(_))) => {} // framing consumed; go on
                     Ok(Some(None)) => return Poll::Ready(None),
-                    Ok(None) => match ready!(this.poll_fill(cx)) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            this.stream = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(Some(Err("upstream closed mid-body".into())));
+                    Ok(None) => {
+                        let filled = ready!(this.poll_fill(cx));
+                        if let Some(end) = this.after_fill(filled, false) {
+                            return Poll::Ready(end);
                         }
-                        Err(e) => {
-                            this.stream = None;
-                            this.framing = Framing::Done;
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    },
-                    Err(e) => {
-                        this.stream = None;
-                        this.framing = Framing::Done;
-                        return Poll::Ready(Some(Err(e)));
                     }
+                    Err(e) => return Poll::Ready(this.stop(Some(e))),
                 },
             }
         }
