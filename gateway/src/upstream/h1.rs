@@ -15,9 +15,9 @@
 //!   skipped. HTTP/1.0 answers and `Connection: close` are not reused.
 //! - A connection idle for a second or more is checked before it carries a request: one that the
 //!   upstream closed (servers time idle connections out, Node's after 5 s) or wrote to unasked
-//!   (a 408) is dropped. One that still fails before any byte of a response arrives (closed in
-//!   the moment between) has the request sent once more on a new connection: a closed
-//!   connection never processed it, so this cannot run a call twice.
+//!   (a 408) is dropped. When writing the request to a reused connection fails, the request goes
+//!   once more on a new connection. Once it is written it never goes twice: an upstream that then
+//!   closes without answering may have run the call, so the call fails with an error instead.
 //! - Bounds: response head [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers, chunk-size lines and
 //!   trailers [`MAX_LINE`]; [`MAX_IDLE_PER_HOST`] idle connections per address, each dropped after
 //!   [`IDLE_TIMEOUT`] unused.
@@ -170,7 +170,7 @@ impl Client {
         let request = encode(uri, &host, method, headers, body);
         if let Some(stream) = self.idle.take(&host) {
             match self.exchange(stream, &request, method, &host).await {
-                Err(Attempt::Unanswered(_)) => {} // closed while idle: once more, fresh
+                Err(Attempt::Unsent(_)) => {} // closed while idle: once more, fresh
                 Err(Attempt::Failed(e)) => return Err(e),
                 Ok(resp) => return Ok(resp),
             }
@@ -178,7 +178,7 @@ impl Client {
         let stream = self.connect(&host).await?;
         match self.exchange(stream, &request, method, &host).await {
             Ok(resp) => Ok(resp),
-            Err(Attempt::Unanswered(e) | Attempt::Failed(e)) => Err(e),
+            Err(Attempt::Unsent(e) | Attempt::Failed(e)) => Err(e),
         }
     }
 
@@ -200,22 +200,20 @@ impl Client {
         host: &str,
     ) -> Result<Response<H1Body>, Attempt> {
         if let Err(e) = stream.write_all(request).await {
-            return Err(Attempt::Unanswered(Error::io(e)));
+            return Err(Attempt::Unsent(Error::io(e)));
         }
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         loop {
             buf.reserve(READ_SIZE);
-            let n = match read_some(&mut stream, &mut buf).await {
-                Ok(n) => n,
-                Err(e) if buf.is_empty() => return Err(Attempt::Unanswered(Error::io(e))),
-                Err(e) => return Err(Attempt::Failed(Error::io(e))),
-            };
+            let n = read_some(&mut stream, &mut buf)
+                .await
+                .map_err(|e| Attempt::Failed(Error::io(e)))?;
             if n == 0 {
-                return Err(if buf.is_empty() {
-                    Attempt::Unanswered(Error::Closed)
+                return Err(Attempt::Failed(if buf.is_empty() {
+                    Error::Closed
                 } else {
-                    Attempt::Failed(Error::Invalid("closed in the middle of the head".into()))
-                });
+                    Error::Invalid("closed in the middle of the head".into())
+                }));
             }
             // Heads of 1xx answers are read and dropped; the final one follows.
             while let Some(head) = parse_head(&mut buf).map_err(Attempt::Failed)? {
@@ -234,10 +232,10 @@ impl Client {
     }
 }
 
-/// How one exchange failed: before any byte of a response (the request may go again on a new
-/// connection when this one was reused), or after.
+/// How one exchange failed: before the request was written (it may go again on a new connection
+/// when this one was reused), or after (it may have run: it must not go again).
 enum Attempt {
-    Unanswered(Error),
+    Unsent(Error),
     Failed(Error),
 }
 
@@ -748,8 +746,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_closed_while_idle_is_replaced_once() {
-        // The first connection answers once, then closes when the second request arrives.
+    async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+        // The first connection answers once and is closed by the server at once.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            for answer in [
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nagain",
+            ] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut req = vec![0u8; 65536];
+                let _ = s.read(&mut req).await;
+                *count.lock().unwrap() += 1;
+                s.write_all(answer).await.unwrap();
+            }
+        });
+        let uri: Uri = format!("http://{addr}/mcp").parse().unwrap();
+        let client = Client::new(Duration::from_secs(1));
+        let h = HeaderMap::new();
+        let r = client.send(&uri, &Method::POST, &h, b"1").await.unwrap();
+        assert_eq!(body_of(r).await.unwrap(), "ok");
+        tokio::time::sleep(QUIET_CHECK_AFTER + Duration::from_millis(100)).await;
+        let r = client.send(&uri, &Method::POST, &h, b"2").await.unwrap();
+        assert_eq!(body_of(r).await.unwrap(), "again");
+        assert_eq!(*seen.lock().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_written_is_never_sent_twice() {
+        // The server reads the second request and closes without answering: it may have run
+        // the call, so the client reports the failure instead of sending it again.
         let (uri, seen) = server(vec![
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
             b"",
@@ -760,9 +789,13 @@ mod tests {
         let h = HeaderMap::new();
         let r = client.send(&uri, &Method::POST, &h, b"1").await.unwrap();
         assert_eq!(body_of(r).await.unwrap(), "ok");
-        let r = client.send(&uri, &Method::POST, &h, b"2").await.unwrap();
-        assert_eq!(body_of(r).await.unwrap(), "again");
-        assert_eq!(seen.lock().unwrap().len(), 3);
+        let failed = client.send(&uri, &Method::POST, &h, b"2").await;
+        assert!(
+            matches!(failed, Err(Error::Closed)),
+            "{:?}",
+            failed.map(|r| r.status())
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2, "the call went up once");
     }
 
     /// A server that answers one request with `answer` and closes.
