@@ -144,30 +144,31 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 async fn bare_proxy(listen: SocketAddr, upstream: String) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let upstream: http::Uri = upstream.parse()?;
-    let client = client();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let (client, upstream) = (client.clone(), upstream.clone());
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (client, upstream) = (client.clone(), upstream.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(forward(&client, upstream, req).await)
-                    }
-                });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(serve_bare(listener, upstream.parse()?));
     Ok(addr)
+}
+
+/// The bare proxy's accept loop on `listener`, with a client of its own.
+async fn serve_bare(listener: tokio::net::TcpListener, upstream: http::Uri) {
+    let client = client();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (client, upstream) = (client.clone(), upstream.clone());
+        let service = hyper::service::service_fn(
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let (client, upstream) = (client.clone(), upstream.clone());
+                async move { Ok::<_, std::convert::Infallible>(forward(&client, upstream, req).await) }
+            },
+        );
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
 }
 
 /// One request through the bare proxy; a failure is a 502.
@@ -447,29 +448,7 @@ async fn main() -> Result<()> {
                     .expect("runtime");
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let client = client();
-                    loop {
-                        let Ok((tcp, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let _ = tcp.set_nodelay(true);
-                        let (client, upstream) = (client.clone(), upstream.clone());
-                        let service = hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                let (client, upstream) = (client.clone(), upstream.clone());
-                                async move {
-                                    Ok::<_, std::convert::Infallible>(
-                                        forward(&client, upstream, req).await,
-                                    )
-                                }
-                            },
-                        );
-                        tokio::spawn(async move {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(tcp), service)
-                                .await;
-                        });
-                    }
+                    serve_bare(listener, upstream).await;
                 });
             }));
         }
