@@ -817,7 +817,8 @@ impl Module {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut store| store.data_mut().budget.check());
-        arm(&mut store, timeout);
+        // The budget started with the state above.
+        store.set_epoch_deadline(ticks(timeout));
         if self.fuel {
             store
                 .set_fuel(u64::MAX / 2)

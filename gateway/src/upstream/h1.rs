@@ -169,15 +169,17 @@ impl Client {
         let host = host_port(uri).ok_or(Error::NoHost)?;
         let request = encode(uri, &host, method, headers, body);
         if let Some(stream) = self.idle.take(&host) {
-            match self.exchange(stream, &request, method, &host).await {
+            match self.exchange(stream, &request).await {
                 Err(Attempt::Unsent(_)) => {} // closed while idle: once more, fresh
                 Err(Attempt::Failed(e)) => return Err(e),
-                Ok(resp) => return Ok(resp),
+                Ok((head, buf, stream)) => {
+                    return H1Body::start(head, buf, stream, method, host, &self.idle);
+                }
             }
         }
         let stream = self.connect(&host).await?;
-        match self.exchange(stream, &request, method, &host).await {
-            Ok(resp) => Ok(resp),
+        match self.exchange(stream, &request).await {
+            Ok((head, buf, stream)) => H1Body::start(head, buf, stream, method, host, &self.idle),
             Err(Attempt::Unsent(e) | Attempt::Failed(e)) => Err(e),
         }
     }
@@ -191,14 +193,13 @@ impl Client {
         Ok(stream)
     }
 
-    /// Writes the request and reads the response head.
+    /// Writes the request and reads the response head: the head, what was read past it, and
+    /// the connection.
     async fn exchange(
         &self,
         mut stream: TcpStream,
         request: &[u8],
-        method: &Method,
-        host: &str,
-    ) -> Result<Response<H1Body>, Attempt> {
+    ) -> Result<(Response<()>, BytesMut, TcpStream), Attempt> {
         if let Err(e) = stream.write_all(request).await {
             return Err(Attempt::Unsent(Error::io(e)));
         }
@@ -220,8 +221,7 @@ impl Client {
                 if head.status().is_informational() {
                     continue;
                 }
-                return H1Body::start(head, buf, stream, method, host, &self.idle)
-                    .map_err(Attempt::Failed);
+                return Ok((head, buf, stream));
             }
             if buf.len() > MAX_HEAD {
                 return Err(Attempt::Failed(Error::Invalid(format!(
@@ -371,7 +371,7 @@ impl H1Body {
         buf: BytesMut,
         stream: TcpStream,
         method: &Method,
-        host: &str,
+        host: String,
         idle: &Arc<Idles>,
     ) -> Result<Response<H1Body>, Error> {
         let headers = head.headers();
@@ -403,7 +403,7 @@ impl H1Body {
             buf,
             framing,
             reuse,
-            host: host.to_owned(),
+            host,
             idle: idle.clone(),
         };
         if let Framing::Length(0) = body.framing {

@@ -64,6 +64,12 @@ struct Server {
     sessions: Mutex<HashSet<String>>,
 }
 
+impl Server {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 fn plain(status: StatusCode, text: &'static str) -> Response<Answer> {
     let mut r = Response::new(Answer::Left(Full::new(Bytes::from_static(text.as_bytes()))));
     *r.status_mut() = status;
@@ -89,23 +95,11 @@ impl Server {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let known = |s: &Option<String>| {
-            s.as_ref().is_some_and(|s| {
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(s)
-            })
-        };
+        let known = |s: &Option<String>| s.as_ref().is_some_and(|s| self.sessions().contains(s));
         match *req.method() {
             Method::POST => {}
             Method::DELETE => {
-                let gone = session.as_ref().is_some_and(|s| {
-                    self.sessions
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(s)
-                });
+                let gone = session.as_ref().is_some_and(|s| self.sessions().remove(s));
                 return Ok(if gone {
                     plain(StatusCode::OK, "")
                 } else {
@@ -137,7 +131,7 @@ impl Server {
         if method == "initialize" {
             let sid = format!("{:032x}", rand_u128());
             {
-                let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sessions = self.sessions();
                 if sessions.len() >= MAX_SESSIONS {
                     sessions.clear();
                 }
