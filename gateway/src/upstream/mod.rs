@@ -184,6 +184,7 @@ pub struct Upstream {
     h1: h1::Client,
     https: Arc<tls::Clients>,
     stdio: Arc<stdio::Stdio>,
+    connect_timeout: Duration,
     response_timeout: Duration,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -202,6 +203,7 @@ impl Upstream {
                 response_timeout,
                 ..Default::default()
             }),
+            connect_timeout,
             response_timeout,
             metrics,
         }
@@ -306,15 +308,20 @@ impl Upstream {
         let req = req
             .body(Full::new(body))
             .map_err(|e| url_error(e.to_string()))?;
-        let result = tokio::time::timeout(self.response_timeout, client.request(req)).await;
+        let uri = req.uri().clone();
+        let result = tokio::time::timeout(self.response_timeout, client.client.request(req)).await;
         self.metrics.upstream_latency.observe(sent.elapsed());
         match result {
             Err(_) => Err(timed_out()),
             Ok(Err(e)) => {
-                let host = server.uri.as_ref().and_then(|u| u.host());
-                if let Some(reason) =
-                    tls::reason(&e, server.transport.tls(), host.unwrap_or(&server.url))
-                {
+                let files = server.transport.tls();
+                let host = uri.host().unwrap_or(&server.url);
+                let mut reason = tls::reason(&e, files, host);
+                if reason.is_none() && tls::closed_before_use(&e) {
+                    tracing::debug!(server = %server.name, "new upstream connection closed before use; asking again for the TLS reason");
+                    reason = tls::probe(&client, &uri, files, self.connect_timeout).await;
+                }
+                if let Some(reason) = reason {
                     return Err(Error::Tls {
                         server: server.name.clone(),
                         reason,

@@ -29,8 +29,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A pooled HTTPS client.
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A pooled HTTPS client and the TLS settings it was built from (kept for [`probe`]).
+#[derive(Clone)]
+pub struct HttpsClient {
+    /// The pooled client.
+    pub client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    config: Arc<rustls::ClientConfig>,
+}
+
+/// How long [`probe`] waits, after its handshake, for the upstream to say why it closes.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// How often, at most, a set of TLS files is checked for changes.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -203,6 +211,7 @@ impl Clients {
     }
 
     fn build_config(&self, config: rustls::ClientConfig) -> HttpsClient {
+        let probe_config = Arc::new(config.clone());
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(self.connect_timeout));
         http.set_nodelay(true);
@@ -220,10 +229,14 @@ impl Clients {
         // and reopen connections all the time (measured with mcpgw-load, target h: over 500
         // handshakes in 6 s, 2,400-3,000 req/s and p99 ~100 ms, against ~5,100 req/s and p99
         // ~35 ms with 1,024). Idle ones still close after 60 s.
-        Client::builder(TokioExecutor::new())
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
-            .build(connector)
+            .build(connector);
+        HttpsClient {
+            client,
+            config: probe_config,
+        }
     }
 }
 
@@ -299,6 +312,56 @@ pub fn reason(
         },
         other => format!("handshake failed: {other}"),
     })
+}
+
+/// True when a request failed because its new connection closed before the request went out
+/// (or before any answer came): with TLS 1.3 that is how an upstream refusing the client
+/// certificate often looks, because its alert arrives after the client's side of the handshake
+/// is done, and the pooled client drops the connection's own error.
+pub fn closed_before_use(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.is_canceled() || h.is_incomplete_message();
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Why an upstream closes new connections, found by asking it again: a fresh connection with
+/// the same TLS settings, the handshake, then up to [`PROBE_WAIT`] for the upstream's alert.
+/// Nothing is sent over it. Only used on the failure path ([`closed_before_use`]); `None` when
+/// the second connection shows no TLS reason.
+pub async fn probe(
+    client: &HttpsClient,
+    uri: &http::Uri,
+    files: Option<&TlsFiles>,
+    connect_timeout: Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let host = uri.host()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(bare.to_owned()).ok()?;
+    let port = uri.port_u16().unwrap_or(443);
+    let connector = tokio_rustls::TlsConnector::from(client.config.clone());
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect((bare, port)).await.ok()?;
+        Some(connector.connect(name, tcp).await)
+    };
+    let mut stream = match tokio::time::timeout(connect_timeout, handshake).await {
+        Ok(Some(Ok(stream))) => stream,
+        Ok(Some(Err(e))) => return reason(&e, files, bare),
+        Ok(None) | Err(_) => return None,
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(PROBE_WAIT, stream.read(&mut byte)).await {
+        Ok(Err(e)) => reason(&e, files, bare),
+        Ok(Ok(_)) | Err(_) => None,
+    }
 }
 
 /// A TLS alert in words.
