@@ -161,8 +161,38 @@ struct GrantBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RoleBody {
+    name: String,
+    #[serde(default)]
+    patterns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternsBody {
+    patterns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisabledBody {
+    disabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VerifyBody {
     token: String,
+}
+
+/// One role as listed.
+async fn role_named(store: &store::Store, ws: &str, name: &str) -> Result<store::Role, Error> {
+    store
+        .role_list(ws)
+        .await?
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| Error::Store(store::Error::NotFound("role", name.to_owned())))
 }
 
 /// `k=v&…` with percent-decoding (`+` is a space).
@@ -339,6 +369,48 @@ impl Admin {
                 self.changed().await;
                 ok(json!({"deleted": name}))
             }
+            (&Method::PUT, ["v1", "workspaces", ws, "members", name, "disabled"]) => {
+                let body: DisabledBody = read_json(req).await?;
+                store.member_set_disabled(ws, name, body.disabled).await?;
+                self.changed().await;
+                ok(json!({"member": name, "disabled": body.disabled}))
+            }
+            (&Method::PUT, ["v1", "workspaces", ws, "members", name, "roles", role]) => {
+                store.role_assign(ws, name, role).await?;
+                self.changed().await;
+                ok(json!({"member": name, "role": role}))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "members", name, "roles", role]) => {
+                store.role_unassign(ws, name, role).await?;
+                self.changed().await;
+                ok(json!({"member": name, "unassigned": role}))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "roles"]) => {
+                ok(to_json(&store.role_list(ws).await?))
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "roles"]) => {
+                let body: RoleBody = read_json(req).await?;
+                store.role_create(ws, &body.name, &body.patterns).await?;
+                self.changed().await;
+                created(to_json(&role_named(store, ws, &body.name).await?))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "roles", name]) => {
+                store.role_delete(ws, name).await?;
+                self.changed().await;
+                ok(json!({"deleted": name}))
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "roles", name, "grants"]) => {
+                let body: PatternsBody = read_json(req).await?;
+                store.role_grant(ws, name, &body.patterns).await?;
+                self.changed().await;
+                ok(to_json(&role_named(store, ws, name).await?))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "roles", name, "grants"]) => {
+                let body: PatternsBody = read_json(req).await?;
+                store.role_revoke(ws, name, &body.patterns).await?;
+                self.changed().await;
+                ok(to_json(&role_named(store, ws, name).await?))
+            }
             (&Method::GET, ["v1", "workspaces", ws, "tokens"]) => {
                 ok(to_json(&store.token_list(ws).await?))
             }
@@ -391,8 +463,9 @@ impl Admin {
                             "token_id": id.token_id,
                             "workspace": id.principal.workspace,
                             "member": id.principal.member,
+                            "grants": id.principal.grants,
                         }),
-                        Err(e) => json!({"valid": false, "reason": e.to_string()}),
+                        Err(r) => json!({"valid": false, "reason": r.error.to_string()}),
                     },
                 )
             }

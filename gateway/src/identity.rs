@@ -30,6 +30,43 @@ pub enum AuthError {
     /// The token's lifetime is over.
     #[error("token expired")]
     Expired,
+    /// The credential is valid but its member is disabled.
+    #[error("member disabled")]
+    Disabled,
+}
+
+impl AuthError {
+    /// The audit trail's error code for the refusal.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing-token",
+            AuthError::Invalid => "invalid-token",
+            AuthError::Expired => "expired-token",
+            AuthError::Disabled => "member-disabled",
+        }
+    }
+}
+
+/// A refused credential: why, and whose it was when the credential itself was good (a disabled
+/// member's), so the refusal can be recorded against them.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why.
+    pub error: AuthError,
+    /// The credential's holder, when known.
+    pub who: Option<Arc<Identity>>,
+}
+
+impl PartialEq<AuthError> for Refusal {
+    fn eq(&self, other: &AuthError) -> bool {
+        self.error == *other
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(error: AuthError) -> Refusal {
+        Refusal { error, who: None }
+    }
 }
 
 /// A workspace as requests see it.
@@ -41,6 +78,23 @@ pub struct WorkspaceView {
     pub enforce: bool,
     /// Upstream servers by name.
     pub servers: HashMap<String, Arc<ServerView>>,
+    /// Roles by name: their patterns, sorted.
+    pub roles: HashMap<String, Vec<String>>,
+    /// Members by name.
+    pub members: HashMap<String, Arc<MemberView>>,
+}
+
+/// A member as requests see it.
+#[derive(Debug)]
+pub struct MemberView {
+    /// Name in the workspace.
+    pub name: String,
+    /// Effective grants: their own plus their assigned roles', sorted, without duplicates.
+    pub grants: Vec<String>,
+    /// Their assigned roles, sorted.
+    pub roles: Vec<String>,
+    /// Every credential of theirs is refused.
+    pub disabled: bool,
 }
 
 /// An upstream server as requests see it.
@@ -72,6 +126,8 @@ pub struct Identity {
     pub principal: Principal,
     /// The caller's workspace.
     pub workspace: Arc<WorkspaceView>,
+    /// The member is disabled: the credential is refused.
+    disabled: bool,
     expires_ms: Option<i64>,
     hash: [u8; 32],
 }
@@ -123,6 +179,56 @@ impl Snapshot {
                 }),
             );
         }
+        // Roles: (workspace id, name) by id, and their patterns.
+        let mut role_patterns: HashMap<i64, Vec<String>> = HashMap::new();
+        for (role, pattern) in rows.role_grants {
+            role_patterns.entry(role).or_default().push(pattern);
+        }
+        let mut roles_of_ws: HashMap<i64, HashMap<String, Vec<String>>> = HashMap::new();
+        let mut role_names: HashMap<i64, (i64, String)> = HashMap::new();
+        for (id, ws, name) in rows.roles {
+            let patterns = role_patterns.remove(&id).unwrap_or_default();
+            roles_of_ws
+                .entry(ws)
+                .or_default()
+                .insert(name.clone(), patterns);
+            role_names.insert(id, (ws, name));
+        }
+        let mut grants: HashMap<i64, Vec<String>> = HashMap::new();
+        for (member, pattern) in rows.grants {
+            grants.entry(member).or_default().push(pattern);
+        }
+        let mut assigned: HashMap<i64, Vec<String>> = HashMap::new();
+        for (member, role) in rows.member_roles {
+            if let Some((_, name)) = role_names.get(&role) {
+                assigned.entry(member).or_default().push(name.clone());
+            }
+        }
+        let mut members_of_ws: HashMap<i64, HashMap<String, Arc<MemberView>>> = HashMap::new();
+        let mut members: HashMap<i64, Arc<MemberView>> = HashMap::new();
+        for (id, ws, name, disabled_ms) in rows.members {
+            let mut roles = assigned.remove(&id).unwrap_or_default();
+            roles.sort();
+            let mut effective = grants.remove(&id).unwrap_or_default();
+            if let Some(ws_roles) = roles_of_ws.get(&ws) {
+                for role in &roles {
+                    effective.extend(ws_roles.get(role).into_iter().flatten().cloned());
+                }
+            }
+            effective.sort();
+            effective.dedup();
+            let view = Arc::new(MemberView {
+                name: name.clone(),
+                grants: effective,
+                roles,
+                disabled: disabled_ms.is_some(),
+            });
+            members_of_ws
+                .entry(ws)
+                .or_default()
+                .insert(name, view.clone());
+            members.insert(id, view);
+        }
         let workspaces: HashMap<i64, Arc<WorkspaceView>> = rows
             .workspaces
             .into_iter()
@@ -131,33 +237,23 @@ impl Snapshot {
                     name,
                     enforce,
                     servers: servers.remove(&id).unwrap_or_default(),
+                    roles: roles_of_ws.remove(&id).unwrap_or_default(),
+                    members: members_of_ws.remove(&id).unwrap_or_default(),
                 };
                 (id, Arc::new(view))
             })
-            .collect();
-        let mut grants: HashMap<i64, Vec<String>> = HashMap::new();
-        for (member, pattern) in rows.grants {
-            grants.entry(member).or_default().push(pattern);
-        }
-        let members: HashMap<i64, String> = rows
-            .members
-            .into_iter()
-            .map(|(id, _, name)| (id, name))
             .collect();
         let mut tokens = HashMap::new();
         for (id, ws, member, hash, expires_ms) in rows.tokens {
             let (Some(workspace), Some(digest)) = (workspaces.get(&ws), parse_hash(&hash)) else {
                 continue;
             };
-            let (member, grants) = match member {
+            let (member, grants, disabled) = match member {
                 Some(m) => match members.get(&m) {
-                    Some(name) => (
-                        Some(name.clone()),
-                        grants.get(&m).cloned().unwrap_or_default(),
-                    ),
+                    Some(view) => (Some(view.name.clone()), view.grants.clone(), view.disabled),
                     None => continue,
                 },
-                None => (None, Vec::new()),
+                None => (None, Vec::new(), false),
             };
             let principal = Principal {
                 workspace: workspace.name.clone(),
@@ -168,6 +264,7 @@ impl Snapshot {
                 token_id: id,
                 principal,
                 workspace: workspace.clone(),
+                disabled,
                 expires_ms,
                 hash: digest,
             };
@@ -182,17 +279,23 @@ impl Snapshot {
 
     /// Resolves a bearer token. One SHA-256 and one hash-map lookup; the stored hash is compared
     /// again in constant time.
-    pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<Arc<Identity>, AuthError> {
+    pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<Arc<Identity>, Refusal> {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
-            return Err(AuthError::Invalid);
+            return Err(AuthError::Invalid.into());
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let identity = self.tokens.get(&digest).ok_or(AuthError::Invalid)?;
         if !bool::from(identity.hash.ct_eq(&digest)) {
-            return Err(AuthError::Invalid);
+            return Err(AuthError::Invalid.into());
         }
         if identity.expires_ms.is_some_and(|e| e <= now_ms) {
-            return Err(AuthError::Expired);
+            return Err(AuthError::Expired.into());
+        }
+        if identity.disabled {
+            return Err(Refusal {
+                error: AuthError::Disabled,
+                who: Some(identity.clone()),
+            });
         }
         Ok(identity.clone())
     }
@@ -247,7 +350,7 @@ impl Directory {
     }
 
     /// Authenticates a bearer token against the current snapshot and notes its use.
-    pub fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+    pub fn authenticate(&self, token: &str) -> Result<Arc<Identity>, Refusal> {
         let now = now_ms();
         let identity = self.snapshot.load().authenticate(token, now)?;
         if let Ok(mut used) = self.used.lock() {

@@ -194,3 +194,143 @@ async fn a_revocation_through_one_process_holds_on_the_other_within_a_second() {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 }
+
+/// The effective grants process `gw` gives `token`, or `None` when it refuses the token.
+async fn grants(gw: &Gateway, token: &str) -> Option<Value> {
+    let v = gw
+        .call(
+            reqwest::Method::POST,
+            "/v1/tokens/verify",
+            json!({"token": token}),
+        )
+        .await;
+    (v["valid"] == true).then(|| v["grants"].clone())
+}
+
+/// Polls `gw` until `token`'s grants are `want` (`None`: refused); the time it took.
+async fn until_grants(gw: &Gateway, token: &str, want: Option<Value>) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = grants(gw, token).await;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{} never gave {want:?} (last {got:?})",
+            gw.url
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_changes_and_member_disable_through_one_process_hold_on_the_other_within_a_second() {
+    for db in TestDb::all().await {
+        let (a, b) = (Gateway::start(&db.url), Gateway::start(&db.url));
+        use reqwest::Method;
+        a.call(Method::POST, "/v1/workspaces", json!({"name": "acme"}))
+            .await;
+        a.call(
+            Method::POST,
+            "/v1/workspaces/acme/members",
+            json!({"name": "alice"}),
+        )
+        .await;
+        a.call(
+            Method::POST,
+            "/v1/workspaces/acme/grants",
+            json!({"member": "alice", "patterns": ["web:search"]}),
+        )
+        .await;
+        a.call(
+            Method::POST,
+            "/v1/workspaces/acme/roles",
+            json!({"name": "db-readers", "patterns": ["db:query"]}),
+        )
+        .await;
+        let token = a
+            .call(
+                Method::POST,
+                "/v1/workspaces/acme/tokens",
+                json!({"member": "alice"}),
+            )
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        until_grants(&b, &token, Some(json!(["web:search"]))).await;
+
+        // Assigned through A: B gives the role's grants too.
+        let started = Instant::now();
+        a.call(
+            Method::PUT,
+            "/v1/workspaces/acme/members/alice/roles/db-readers",
+            json!({}),
+        )
+        .await;
+        let want = Some(json!(["db:query", "web:search"]));
+        until_grants(&a, &token, want.clone()).await;
+        until_grants(&b, &token, want).await;
+        let assigned = started.elapsed();
+
+        // The role changed through the CLI (a third process): both follow.
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .args([
+                "role",
+                "grant",
+                "acme",
+                "db-readers",
+                "db:schema",
+                "--database",
+                &db.url,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let want = Some(json!(["db:query", "db:schema", "web:search"]));
+        until_grants(&a, &token, want.clone()).await;
+        until_grants(&b, &token, want).await;
+        let granted = started.elapsed();
+
+        // Disabled through B: refused by both; enabled through the CLI: back on both.
+        let started = Instant::now();
+        b.call(
+            Method::PUT,
+            "/v1/workspaces/acme/members/alice/disabled",
+            json!({"disabled": true}),
+        )
+        .await;
+        until_grants(&b, &token, None).await;
+        until_grants(&a, &token, None).await;
+        let disabled = started.elapsed();
+        let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .args(["member", "enable", "acme", "alice", "--database", &db.url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let started = Instant::now();
+        let want = Some(json!(["db:query", "db:schema", "web:search"]));
+        until_grants(&a, &token, want.clone()).await;
+        until_grants(&b, &token, want).await;
+        let enabled = started.elapsed();
+        eprintln!(
+            "{}: role assigned {assigned:?}, role grant by the CLI {granted:?}, \
+             disabled {disabled:?}, enabled {enabled:?} (until both processes agree)",
+            db.backend
+        );
+        for (what, took) in [
+            ("assign", assigned),
+            ("role grant", granted),
+            ("disable", disabled),
+            ("enable", enabled),
+        ] {
+            assert!(
+                took < Duration::from_secs(1),
+                "{}: {what} took {took:?}",
+                db.backend
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod identity;
 mod policy;
 mod proxy;
 mod python_sdk;
+mod roles;
 mod stdio;
 mod stdio_fixture;
 mod tls;

@@ -212,6 +212,17 @@ const MAX_NAME: usize = 256;
 
 /// A client-supplied string made safe to store: control characters (NUL, which PostgreSQL refuses
 /// in text, among them) replaced, length bounded.
+/// Whose credential was refused, when the credential itself was good (a disabled member's).
+#[derive(Debug, Clone, Copy)]
+pub struct Refused<'a> {
+    /// The credential's workspace.
+    pub workspace: &'a str,
+    /// Its member; `None` for the workspace token.
+    pub member: Option<&'a str>,
+    /// The token id.
+    pub token_id: &'a str,
+}
+
 fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(MAX_NAME));
     for c in s.chars() {
@@ -492,18 +503,25 @@ impl Audit {
 
     /// Records a failed authentication (no member, no workspace). Never waits: when the queue is
     /// full the record is dropped and counted, and the request is refused anyway.
-    pub fn auth_failure(&self, server: &str, why: &str, request_id: &str, received: Instant) {
+    pub fn auth_failure(
+        &self,
+        who: Option<Refused<'_>>,
+        server: &str,
+        why: &str,
+        request_id: &str,
+        received: Instant,
+    ) {
         let Some(tx) = &self.tx else {
             return;
         };
         let record = Record {
             id: 0,
-            workspace: String::new(),
+            workspace: who.map(|w| clean(w.workspace)).unwrap_or_default(),
             seq: 0,
             ts_ms: crate::store::now_ms() - elapsed_ms(received),
             kind: KIND_AUTH.to_owned(),
-            member: None,
-            token_id: None,
+            member: who.and_then(|w| w.member).map(clean),
+            token_id: who.map(|w| clean(w.token_id)),
             server: clean(server),
             tool: String::new(),
             decision: Decision::Deny.as_str().to_owned(),

@@ -250,6 +250,50 @@ pub enum MemberCmd {
     Remove { workspace: String, member: String },
     /// List a workspace's members.
     List { workspace: String },
+    /// Disable a member: every credential of theirs is refused (401) until they are enabled.
+    Disable { workspace: String, member: String },
+    /// Enable a disabled member again.
+    Enable { workspace: String, member: String },
+}
+
+#[derive(Subcommand)]
+pub enum RoleCmd {
+    /// Create a role: a named set of `server:tool` patterns.
+    Create {
+        workspace: String,
+        role: String,
+        patterns: Vec<String>,
+    },
+    /// Delete a role; its members lose what it granted.
+    Delete { workspace: String, role: String },
+    /// Add patterns to a role.
+    Grant {
+        workspace: String,
+        role: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Take patterns away from a role.
+    Revoke {
+        workspace: String,
+        role: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Assign a role to a member.
+    Assign {
+        workspace: String,
+        member: String,
+        role: String,
+    },
+    /// Take a role away from a member.
+    Unassign {
+        workspace: String,
+        member: String,
+        role: String,
+    },
+    /// List a workspace's roles with their patterns and members.
+    List { workspace: String },
 }
 
 #[derive(Subcommand)]
@@ -422,9 +466,85 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
             if json {
                 print_json(&list)?;
             } else {
-                println!("{:<32} CREATED", "NAME");
+                println!("{:<32} {:<21} {:<21} ROLES", "NAME", "CREATED", "DISABLED");
                 for m in list {
-                    println!("{:<32} {}", m.name, time(Some(m.created_ms)));
+                    println!(
+                        "{:<32} {:<21} {:<21} {}",
+                        m.name,
+                        time(Some(m.created_ms)),
+                        time(m.disabled_ms),
+                        m.roles.join(",")
+                    );
+                }
+            }
+        }
+        Command::Member(MemberCmd::Disable { workspace, member }) => {
+            store.member_set_disabled(&workspace, &member, true).await?;
+            println!("disabled {member} in {workspace}: every credential of theirs is refused");
+        }
+        Command::Member(MemberCmd::Enable { workspace, member }) => {
+            store
+                .member_set_disabled(&workspace, &member, false)
+                .await?;
+            println!("enabled {member} in {workspace}");
+        }
+        Command::Role(RoleCmd::Create {
+            workspace,
+            role,
+            patterns,
+        }) => {
+            store.role_create(&workspace, &role, &patterns).await?;
+            println!("created role {role} in {workspace}");
+        }
+        Command::Role(RoleCmd::Delete { workspace, role }) => {
+            store.role_delete(&workspace, &role).await?;
+            println!("deleted role {role} from {workspace}");
+        }
+        Command::Role(RoleCmd::Grant {
+            workspace,
+            role,
+            patterns,
+        }) => {
+            store.role_grant(&workspace, &role, &patterns).await?;
+            println!("granted {} to role {role}", patterns.join(" "));
+        }
+        Command::Role(RoleCmd::Revoke {
+            workspace,
+            role,
+            patterns,
+        }) => {
+            store.role_revoke(&workspace, &role, &patterns).await?;
+            println!("removed {} from role {role}", patterns.join(" "));
+        }
+        Command::Role(RoleCmd::Assign {
+            workspace,
+            member,
+            role,
+        }) => {
+            store.role_assign(&workspace, &member, &role).await?;
+            println!("assigned role {role} to {member}");
+        }
+        Command::Role(RoleCmd::Unassign {
+            workspace,
+            member,
+            role,
+        }) => {
+            store.role_unassign(&workspace, &member, &role).await?;
+            println!("took role {role} from {member}");
+        }
+        Command::Role(RoleCmd::List { workspace }) => {
+            let list = store.role_list(&workspace).await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<24} {:<40} MEMBERS", "ROLE", "PATTERNS");
+                for r in list {
+                    println!(
+                        "{:<24} {:<40} {}",
+                        r.name,
+                        r.patterns.join(" "),
+                        r.members.join(",")
+                    );
                 }
             }
         }

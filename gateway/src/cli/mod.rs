@@ -15,7 +15,7 @@ mod status;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use identity::{GrantCmd, MemberCmd, ServerCmd, TokenCmd, WorkspaceCmd};
+use identity::{GrantCmd, MemberCmd, RoleCmd, ServerCmd, TokenCmd, WorkspaceCmd};
 use mcpgw::config::Config;
 use mcpgw::store::Store;
 use policy::PolicyCommand;
@@ -90,6 +90,9 @@ enum Command {
     /// Which tools a member may see and call (`server:tool` patterns, `*` globs).
     #[command(subcommand)]
     Grant(GrantCmd),
+    /// Roles: named sets of patterns assigned to members (effective grants = own + roles').
+    #[command(subcommand)]
+    Role(RoleCmd),
     /// Turn a workspace's enforcement on (denials refuse calls) or off (denials are would-deny).
     Enforce { workspace: String, state: OnOff },
     /// Work with policy modules offline.

@@ -24,7 +24,7 @@ pub use error::Error;
 pub use guard::Origins;
 
 use crate::audit::{self, Audit, Call};
-use crate::identity::{AuthError, Directory, Identity};
+use crate::identity::{AuthError, Directory, Identity, Refusal};
 use crate::policy::PolicySet;
 use crate::upstream::{self, Upstream};
 use bytes::Bytes;
@@ -248,18 +248,19 @@ impl Proxy {
         request::check_uri(req.uri(), &self.limits)?;
         let identity = match self.authenticate(req.headers()) {
             Ok(id) => id,
-            Err(e) => {
+            Err(refusal) => {
                 let server = match &route {
                     Route::Server(s) => s.as_str(),
                     _ => "",
                 };
-                let why = match e {
-                    AuthError::Missing => "missing-token",
-                    AuthError::Invalid => "invalid-token",
-                    AuthError::Expired => "expired-token",
-                };
-                self.audit.auth_failure(server, why, &request_id, received);
-                return Ok(self.unauthorized(&req, e));
+                let who = refusal.who.as_deref().map(|id| audit::Refused {
+                    workspace: &id.principal.workspace,
+                    member: id.principal.member.as_deref(),
+                    token_id: &id.token_id,
+                });
+                self.audit
+                    .auth_failure(who, server, refusal.error.code(), &request_id, received);
+                return Ok(self.unauthorized(&req, refusal.error));
             }
         };
         let span = tracing::Span::current();
@@ -310,7 +311,7 @@ impl Proxy {
         Ok(self.audit.begin_call(&start)?)
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthError> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Refusal> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or(AuthError::Missing)?;

@@ -15,7 +15,9 @@ use sqlx::sqlite::{
 };
 use std::str::FromStr;
 
+pub mod roles;
 pub mod transport;
+pub use roles::Role;
 use std::time::Duration;
 pub use transport::{EnvSpec, Fence, SourceView, StdioSpec, TlsFiles, Transport, TransportView};
 
@@ -419,6 +421,9 @@ fn validate_prefix(prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// (id, name, created ms, disabled ms)
+type MemberRow = (i64, String, i64, Option<i64>);
+
 /// A member of a workspace.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Member {
@@ -426,6 +431,10 @@ pub struct Member {
     pub name: String,
     /// Creation time, Unix ms.
     pub created_ms: i64,
+    /// When the member was disabled (every credential refused), Unix ms; `None` when enabled.
+    pub disabled_ms: Option<i64>,
+    /// The roles assigned to them, sorted.
+    pub roles: Vec<String>,
 }
 
 /// A token as listed: never the token itself.
@@ -485,10 +494,16 @@ pub struct Rows {
     pub workspaces: Vec<(i64, String, bool)>,
     /// Every server.
     pub servers: Vec<ServerRow>,
-    /// (id, workspace id, name)
-    pub members: Vec<(i64, i64, String)>,
+    /// (id, workspace id, name, disabled ms)
+    pub members: Vec<(i64, i64, String, Option<i64>)>,
     /// (member id, pattern)
     pub grants: Vec<(i64, String)>,
+    /// (id, workspace id, name)
+    pub roles: Vec<(i64, i64, String)>,
+    /// (role id, pattern)
+    pub role_grants: Vec<(i64, String)>,
+    /// (member id, role id)
+    pub member_roles: Vec<(i64, i64)>,
     /// Every token.
     pub tokens: Vec<TokenRow>,
 }
@@ -882,6 +897,8 @@ impl Store {
         Ok(Member {
             name: name.to_owned(),
             created_ms: now,
+            disabled_ms: None,
+            roles: Vec::new(),
         })
     }
 
@@ -900,11 +917,27 @@ impl Store {
     /// The members of a workspace by name.
     pub async fn member_list(&self, workspace: &str) -> Result<Vec<Member>> {
         let ws = self.workspace_id(workspace).await?;
-        let rows: Vec<(String, i64)> = with_db!(&self.db, p => sqlx::query_as("SELECT name, created_ms FROM members WHERE workspace_id = $1 ORDER BY name")
-            .bind(ws).fetch_all(p).await?);
+        let (rows, roles): (Vec<MemberRow>, Vec<(i64, String)>) = with_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            let rows = sqlx::query_as("SELECT id, name, created_ms, disabled_ms FROM members WHERE workspace_id = $1 ORDER BY name")
+                .bind(ws).fetch_all(&mut *tx).await?;
+            let roles = sqlx::query_as("SELECT mr.member_id, r.name FROM member_roles mr JOIN roles r ON r.id = mr.role_id WHERE r.workspace_id = $1 ORDER BY r.name")
+                .bind(ws).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            (rows, roles)
+        });
+        let mut by_member: std::collections::HashMap<i64, Vec<String>> = Default::default();
+        for (member, role) in roles {
+            by_member.entry(member).or_default().push(role);
+        }
         Ok(rows
             .into_iter()
-            .map(|(name, created_ms)| Member { name, created_ms })
+            .map(|(id, name, created_ms, disabled_ms)| Member {
+                name,
+                created_ms,
+                disabled_ms,
+                roles: by_member.remove(&id).unwrap_or_default(),
+            })
             .collect())
     }
 
@@ -1065,8 +1098,11 @@ impl Store {
             let rows = Rows {
                 workspaces: sqlx::query_as("SELECT id, name, enforce FROM workspaces").fetch_all(&mut *tx).await?,
                 servers: sqlx::query_as("SELECT workspace_id, name, url, headers, prefix, transport FROM servers ORDER BY name").fetch_all(&mut *tx).await?,
-                members: sqlx::query_as("SELECT id, workspace_id, name FROM members").fetch_all(&mut *tx).await?,
+                members: sqlx::query_as("SELECT id, workspace_id, name, disabled_ms FROM members").fetch_all(&mut *tx).await?,
                 grants: sqlx::query_as("SELECT member_id, pattern FROM grants ORDER BY pattern").fetch_all(&mut *tx).await?,
+                roles: sqlx::query_as("SELECT id, workspace_id, name FROM roles").fetch_all(&mut *tx).await?,
+                role_grants: sqlx::query_as("SELECT role_id, pattern FROM role_grants ORDER BY pattern").fetch_all(&mut *tx).await?,
+                member_roles: sqlx::query_as("SELECT member_id, role_id FROM member_roles").fetch_all(&mut *tx).await?,
                 tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens").fetch_all(&mut *tx).await?,
             };
             tx.commit().await?;
