@@ -210,8 +210,6 @@ impl Record {
 /// Longest name kept in a record; longer client-supplied names are cut.
 const MAX_NAME: usize = 256;
 
-/// A client-supplied string made safe to store: control characters (NUL, which PostgreSQL refuses
-/// in text, among them) replaced, length bounded.
 /// Whose credential was refused, when the credential itself was good (a disabled member's).
 #[derive(Debug, Clone, Copy)]
 pub struct Refused<'a> {
@@ -223,6 +221,8 @@ pub struct Refused<'a> {
     pub token_id: &'a str,
 }
 
+/// A client-supplied string made safe to store: control characters (NUL, which PostgreSQL refuses
+/// in text, among them) replaced, length bounded.
 fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(MAX_NAME));
     for c in s.chars() {
