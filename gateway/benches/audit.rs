@@ -26,6 +26,8 @@ fn start(request_id: &str) -> CallStart<'_> {
         tool: "query",
         request_id,
         session_id: Some("2f1c8e0a-5b7d-4c1e-9a3f-0d6b8e2c4a10"),
+        subject: None,
+        issuer: None,
         received: Instant::now(),
     }
 }

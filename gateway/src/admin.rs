@@ -32,6 +32,8 @@ pub struct Admin {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The stdio servers' processes, for `servers/status`.
     pub stdio: Arc<crate::upstream::stdio::Stdio>,
+    /// The identity-provider verifier, for `idp` status.
+    pub idp: Arc<crate::oidc::Idp>,
 }
 
 /// Admin API errors, each with an HTTP status and a stable code.
@@ -410,6 +412,33 @@ impl Admin {
                 store.role_revoke(ws, name, &body.patterns).await?;
                 self.changed().await;
                 ok(to_json(&role_named(store, ws, name).await?))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "idp"]) => match store.idp_get(ws).await? {
+                Some(config) => {
+                    let status = self.idp.status(&config);
+                    ok(json!({"config": config, "status": status}))
+                }
+                None => Err(Error::Store(store::Error::NotFound(
+                    "identity provider of",
+                    (*ws).to_owned(),
+                ))),
+            },
+            (&Method::PUT, ["v1", "workspaces", ws, "idp"]) => {
+                let body = read_body(req).await?;
+                let config: store::IdpConfig = serde_json::from_slice(&body)
+                    .map_err(|e| Error::Body(store::json_error(&e)))?;
+                store.idp_set(ws, &config).await?;
+                self.changed().await;
+                let directory = self.directory.clone();
+                let idp = self.idp.clone();
+                // Fetch the keys now, so the first token does not wait and status has news.
+                tokio::spawn(async move { idp.refresh_all(&directory).await });
+                ok(json!({"config": config}))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "idp"]) => {
+                store.idp_remove(ws).await?;
+                self.changed().await;
+                ok(json!({"removed": ws}))
             }
             (&Method::GET, ["v1", "workspaces", ws, "tokens"]) => {
                 ok(to_json(&store.token_list(ws).await?))

@@ -58,6 +58,15 @@ pub struct RawConfig {
     pub upstream_connect_timeout_ms: Option<u64>,
     /// Time for an upstream to start answering (response headers), in milliseconds; default 30000.
     pub upstream_timeout_ms: Option<u64>,
+    /// An unknown `kid` refetches an identity provider's keys at most this often, in
+    /// milliseconds; default 10000.
+    pub idp_min_refresh_ms: Option<u64>,
+    /// Identity providers' keys are refetched this long after the last fetch, in milliseconds;
+    /// default 900000 (15 minutes).
+    pub idp_refresh_ms: Option<u64>,
+    /// Keys keep working this long after they were fetched while their provider is unreachable,
+    /// in milliseconds; default 86400000 (24 hours).
+    pub idp_keys_max_age_ms: Option<u64>,
     /// Policy engine settings.
     #[serde(default)]
     pub policy: RawPolicy,
@@ -151,6 +160,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Audit trail.
     pub audit: AuditConfig,
+    /// Identity providers' key fetching.
+    pub idp: crate::oidc::Settings,
 }
 
 /// Reads `MCPGW_<name>`; an empty value counts as unset.
@@ -291,6 +302,14 @@ impl TryFrom<RawConfig> for Config {
         let upstream_connect_timeout =
             Duration::from_millis(raw.upstream_connect_timeout_ms.unwrap_or(5_000));
         let upstream_timeout = Duration::from_millis(raw.upstream_timeout_ms.unwrap_or(30_000));
+        let idp_defaults = crate::oidc::Settings::default();
+        let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
+        let idp = crate::oidc::Settings {
+            min_refresh: ms(raw.idp_min_refresh_ms, idp_defaults.min_refresh),
+            refresh_every: ms(raw.idp_refresh_ms, idp_defaults.refresh_every),
+            max_age: ms(raw.idp_keys_max_age_ms, idp_defaults.max_age),
+            fetch_timeout: idp_defaults.fetch_timeout,
+        };
         let a = raw.audit;
         let audit_defaults = AuditConfig::default();
         let audit = AuditConfig {
@@ -332,6 +351,7 @@ impl TryFrom<RawConfig> for Config {
             upstream_timeout,
             policy,
             audit,
+            idp,
         })
     }
 }

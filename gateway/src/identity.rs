@@ -33,6 +33,17 @@ pub enum AuthError {
     /// The credential is valid but its member is disabled.
     #[error("member disabled")]
     Disabled,
+    /// A valid identity-provider token naming nobody who is a member (and the workspace does
+    /// not create members on first sight).
+    #[error("not a member of this workspace")]
+    UnknownMember,
+    /// A valid identity-provider token without a scope the workspace requires (403).
+    #[error("insufficient scope")]
+    InsufficientScope,
+    /// The identity provider's signing keys could not be fetched and none are cached: every
+    /// token of it is refused until they can be.
+    #[error("the identity provider's signing keys are unavailable")]
+    KeysUnavailable,
 }
 
 impl AuthError {
@@ -43,6 +54,9 @@ impl AuthError {
             AuthError::Invalid => "invalid-token",
             AuthError::Expired => "expired-token",
             AuthError::Disabled => "member-disabled",
+            AuthError::UnknownMember => "unknown-member",
+            AuthError::InsufficientScope => "insufficient-scope",
+            AuthError::KeysUnavailable => "idp-unavailable",
         }
     }
 }
@@ -82,6 +96,8 @@ pub struct WorkspaceView {
     pub roles: HashMap<String, Vec<String>>,
     /// Members by name.
     pub members: HashMap<String, Arc<MemberView>>,
+    /// The identity provider whose JWTs are accepted as members' credentials, if any.
+    pub idp: Option<Arc<store::IdpConfig>>,
 }
 
 /// A member as requests see it.
@@ -126,10 +142,34 @@ pub struct Identity {
     pub principal: Principal,
     /// The caller's workspace.
     pub workspace: Arc<WorkspaceView>,
+    /// For an identity-provider token: its subject (`sub`) and issuer, for the audit trail.
+    pub subject: Option<(String, String)>,
     /// The member is disabled: the credential is refused.
     disabled: bool,
     expires_ms: Option<i64>,
     hash: [u8; 32],
+}
+
+impl Identity {
+    /// A caller signed in through the workspace's identity provider (its token already checked):
+    /// `token_id` names the credential for sessions and the audit trail.
+    pub fn signed_in(
+        token_id: String,
+        principal: Principal,
+        workspace: Arc<WorkspaceView>,
+        subject: String,
+        issuer: String,
+    ) -> Identity {
+        Identity {
+            token_id,
+            principal,
+            workspace,
+            subject: Some((subject, issuer)),
+            disabled: false,
+            expires_ms: None,
+            hash: [0; 32],
+        }
+    }
 }
 
 /// The immutable state one request sees.
@@ -229,6 +269,16 @@ impl Snapshot {
                 .insert(name, view.clone());
             members.insert(id, view);
         }
+        let mut idps: HashMap<i64, Arc<store::IdpConfig>> = HashMap::new();
+        for (ws, json) in rows.idps {
+            match serde_json::from_str::<store::IdpConfig>(&json) {
+                Ok(c) => {
+                    idps.insert(ws, Arc::new(c));
+                }
+                // Unreadable settings accept no token (never something else).
+                Err(e) => tracing::error!(error = %e, "stored identity-provider settings unreadable; its tokens are refused"),
+            }
+        }
         let workspaces: HashMap<i64, Arc<WorkspaceView>> = rows
             .workspaces
             .into_iter()
@@ -239,6 +289,7 @@ impl Snapshot {
                     servers: servers.remove(&id).unwrap_or_default(),
                     roles: roles_of_ws.remove(&id).unwrap_or_default(),
                     members: members_of_ws.remove(&id).unwrap_or_default(),
+                    idp: idps.remove(&id),
                 };
                 (id, Arc::new(view))
             })
@@ -264,6 +315,7 @@ impl Snapshot {
                 token_id: id,
                 principal,
                 workspace: workspace.clone(),
+                subject: None,
                 disabled,
                 expires_ms,
                 hash: digest,
@@ -298,6 +350,11 @@ impl Snapshot {
             });
         }
         Ok(identity.clone())
+    }
+
+    /// Every workspace.
+    pub fn workspaces(&self) -> impl Iterator<Item = &Arc<WorkspaceView>> {
+        self.workspaces.values()
     }
 
     /// A workspace by name.

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod identity;
 pub mod listener;
 pub mod mcp;
+pub mod oidc;
 pub mod metrics;
 pub mod policy;
 pub mod store;
@@ -109,8 +110,20 @@ pub async fn run_with(
         ..Default::default()
     });
     let stdio = upstream.stdio().clone();
+    let idp = Arc::new(oidc::Idp::new(upstream.https().clone(), config.idp.clone()));
+    // Identity providers' keys: fetched at start and kept fresh, so tokens rarely wait.
+    let idp_refresh = {
+        let (idp, directory) = (idp.clone(), directory.clone());
+        tokio::spawn(async move {
+            loop {
+                idp.refresh_all(&directory).await;
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            }
+        })
+    };
     let proxy = Arc::new(mcp::Proxy::new(
         directory.clone(),
+        idp.clone(),
         policies.clone(),
         upstream.clone(),
         mcp::Settings {
@@ -169,6 +182,7 @@ pub async fn run_with(
                 audit: audit.clone(),
                 metrics: metrics.clone(),
                 stdio: stdio.clone(),
+                idp: idp.clone(),
             });
             Some(tokio::spawn(listener::serve(
                 "admin",
@@ -183,6 +197,7 @@ pub async fn run_with(
     };
     shutdown.await;
     tracing::info!("shutting down");
+    idp_refresh.abort();
     let _ = stop_tx.send(true);
     let _ = mcp_task.await;
     if let Some(t) = admin_task {

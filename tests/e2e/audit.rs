@@ -515,6 +515,8 @@ fn record(workspace: &str, ts_ms: i64, tool: &str) -> Record {
         session_id: None,
         prev_hash: String::new(),
         hash: String::new(),
+        subject: None,
+        issuer: None,
     }
 }
 

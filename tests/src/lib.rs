@@ -121,6 +121,7 @@ impl TestGateway {
             upstream_timeout: Duration::from_secs(5),
             policy: mcpgw::policy::PolicyConfig::default(),
             audit: mcpgw::audit::AuditConfig::default(),
+            idp: mcpgw::oidc::Settings::default(),
         };
         adjust(&mut config);
         let admin_token = "test-admin-token-0123456789".to_owned();

@@ -166,6 +166,12 @@ pub struct Record {
     pub prev_hash: String,
     /// SHA-256 of this record's canonical form.
     pub hash: String,
+    /// For an identity-provider token: its subject (`sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// For an identity-provider token: its issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 impl Record {
@@ -194,7 +200,13 @@ impl Record {
             &self.session_id,
             &self.prev_hash,
         );
-        serde_json::to_string(&(head, tail)).unwrap_or_default()
+        // Subject and issuer join the hashed form only when present, so records written before
+        // they existed keep their hashes.
+        if self.subject.is_none() && self.issuer.is_none() {
+            serde_json::to_string(&(head, tail)).unwrap_or_default()
+        } else {
+            serde_json::to_string(&(head, tail, (&self.subject, &self.issuer))).unwrap_or_default()
+        }
     }
 
     /// SHA-256 (hex) of [`Record::canonical`].
@@ -219,6 +231,10 @@ pub struct Refused<'a> {
     pub member: Option<&'a str>,
     /// The token id.
     pub token_id: &'a str,
+    /// An identity-provider token's subject.
+    pub subject: Option<&'a str>,
+    /// An identity-provider token's issuer.
+    pub issuer: Option<&'a str>,
 }
 
 /// A client-supplied string made safe to store: control characters (NUL, which PostgreSQL refuses
@@ -351,6 +367,10 @@ pub struct CallStart<'a> {
     pub request_id: &'a str,
     /// Client's `Mcp-Session-Id`.
     pub session_id: Option<&'a str>,
+    /// An identity-provider token's subject.
+    pub subject: Option<&'a str>,
+    /// An identity-provider token's issuer.
+    pub issuer: Option<&'a str>,
     /// When the gateway received the request.
     pub received: Instant,
 }
@@ -485,6 +505,8 @@ impl Audit {
             session_id: start.session_id.map(clean),
             prev_hash: String::new(),
             hash: String::new(),
+            subject: start.subject.map(clean),
+            issuer: start.issuer.map(clean),
         };
         Ok(Some(Arc::new(Call {
             stats: self.stats.clone(),
@@ -535,6 +557,8 @@ impl Audit {
             session_id: None,
             prev_hash: String::new(),
             hash: String::new(),
+            subject: who.and_then(|w| w.subject).map(clean),
+            issuer: who.and_then(|w| w.issuer).map(clean),
         };
         if tx.try_send(record).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -29,14 +29,14 @@ fn chunk_len(left: usize, most: usize) -> usize {
 }
 
 const COLUMNS: &str = "id, workspace, seq, ts_ms, kind, member, token_id, server, tool, decision, module, \
-     module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash";
+     module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash, subject, issuer";
 
 /// The columns an append writes, in bind order.
 const INSERT_INTO: &str = "INSERT INTO audit_records (workspace, seq, ts_ms, kind, member, token_id, server, tool, decision, \
-     module, module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash) ";
+     module, module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash, subject, issuer) ";
 
 /// Values bound per row.
-const INSERT_VALUES: usize = 19;
+const INSERT_VALUES: usize = 21;
 
 /// One value of a row, as either backend binds it.
 enum Column<'a> {
@@ -69,6 +69,8 @@ fn row_values(r: &Record) -> [Column<'_>; INSERT_VALUES] {
         MaybeText(r.session_id.as_deref()),
         Text(&r.prev_hash),
         Text(&r.hash),
+        MaybeText(r.subject.as_deref()),
+        MaybeText(r.issuer.as_deref()),
     ]
 }
 
@@ -368,6 +370,8 @@ where
         upstream_latency_us: r.try_get("upstream_latency_us")?,
         request_id: r.try_get("request_id")?,
         session_id: r.try_get("session_id")?,
+        subject: r.try_get("subject")?,
+        issuer: r.try_get("issuer")?,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
     })

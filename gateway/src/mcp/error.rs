@@ -167,6 +167,7 @@ impl Error {
             | UnsupportedVersion(_)
             | StrayResponse => StatusCode::BAD_REQUEST,
             NoSuchMethod(_) => StatusCode::NOT_FOUND,
+            Auth(AuthError::InsufficientScope) => StatusCode::FORBIDDEN,
             Auth(_) => StatusCode::UNAUTHORIZED,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

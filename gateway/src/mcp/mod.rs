@@ -65,6 +65,8 @@ impl Default for Limits {
 /// The MCP endpoints' state.
 pub struct Proxy {
     directory: Arc<Directory>,
+    /// Checks identity-provider JWTs.
+    idp: Arc<crate::oidc::Idp>,
     policies: Arc<PolicySet>,
     upstream: Upstream,
     limits: Limits,
@@ -169,8 +171,10 @@ fn finish(
 
 impl Proxy {
     /// The endpoints over this identity snapshot, policy chain and upstream client.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         directory: Arc<Directory>,
+        idp: Arc<crate::oidc::Idp>,
         policies: Arc<PolicySet>,
         upstream: Upstream,
         settings: Settings,
@@ -181,6 +185,7 @@ impl Proxy {
         let _ = getrandom::fill(&mut seed);
         Proxy {
             directory,
+            idp,
             policies,
             upstream: upstream.clone(),
             limits: settings.limits.clone(),
@@ -246,7 +251,7 @@ impl Proxy {
         }
         self.origins.check(req.headers())?;
         request::check_uri(req.uri(), &self.limits)?;
-        let identity = match self.authenticate(req.headers()) {
+        let identity = match self.authenticate(req.headers()).await {
             Ok(id) => id,
             Err(refusal) => {
                 let server = match &route {
@@ -257,10 +262,12 @@ impl Proxy {
                     workspace: &id.principal.workspace,
                     member: id.principal.member.as_deref(),
                     token_id: &id.token_id,
+                    subject: id.subject.as_ref().map(|(s, _)| s.as_str()),
+                    issuer: id.subject.as_ref().map(|(_, i)| i.as_str()),
                 });
                 self.audit
                     .auth_failure(who, server, refusal.error.code(), &request_id, received);
-                return Ok(self.unauthorized(&req, refusal.error));
+                return Ok(self.unauthorized(&req, &refusal));
             }
         };
         let span = tracing::Span::current();
@@ -306,12 +313,16 @@ impl Proxy {
             tool: msg.param_str("name").unwrap_or_default(),
             request_id,
             session_id,
+            subject: identity.subject.as_ref().map(|(s, _)| s.as_str()),
+            issuer: identity.subject.as_ref().map(|(_, i)| i.as_str()),
             received,
         };
         Ok(self.audit.begin_call(&start)?)
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Refusal> {
+    /// An `mcpgw_` token against the snapshot; anything else as a JWT of a workspace's identity
+    /// provider.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Refusal> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or(AuthError::Missing)?;
@@ -323,7 +334,12 @@ impl Proxy {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .ok_or(AuthError::Missing)?;
-        self.directory.authenticate(token.trim())
+        let token = token.trim();
+        if token.starts_with(crate::store::TOKEN_PREFIX) {
+            self.directory.authenticate(token)
+        } else {
+            self.idp.authenticate(token, &self.directory).await
+        }
     }
 
     /// Where clients reach the gateway: `public_url`, else what the request's `Host` says.
@@ -339,17 +355,42 @@ impl Proxy {
         format!("http://{host}")
     }
 
-    /// 401 with the RFC 9728 challenge.
-    fn unauthorized(&self, req: &Request<Incoming>, e: AuthError) -> Response<Body> {
+    /// The identity providers' issuers and required scopes of every workspace, each once, in
+    /// name order: what the metadata and challenges name (the endpoint is shared by every
+    /// workspace of this gateway).
+    fn providers(&self) -> (Vec<String>, Vec<String>) {
+        let snapshot = self.directory.snapshot();
+        let mut issuers = std::collections::BTreeSet::new();
+        let mut scopes = std::collections::BTreeSet::new();
+        for idp in snapshot.workspaces().filter_map(|w| w.idp.as_ref()) {
+            issuers.insert(idp.issuer.clone());
+            scopes.extend(idp.scopes.iter().cloned());
+        }
+        (issuers.into_iter().collect(), scopes.into_iter().collect())
+    }
+
+    /// 401 (403 for a missing scope) with the RFC 9728 / RFC 6750 challenge.
+    fn unauthorized(&self, req: &Request<Incoming>, refusal: &Refusal) -> Response<Body> {
+        let e = refusal.error;
         let metadata = format!(
             "{}/.well-known/oauth-protected-resource{}",
             self.base_url(req),
             req.uri().path()
         );
-        let challenge = match e {
-            AuthError::Missing => format!("Bearer resource_metadata=\"{metadata}\""),
-            _ => format!("Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\""),
+        // The scopes the caller's workspace requires when it is known, else any workspace's.
+        let scopes = match refusal.who.as_ref().and_then(|w| w.workspace.idp.clone()) {
+            Some(idp) => idp.scopes.clone(),
+            None => self.providers().1,
         };
+        let mut challenge = format!("Bearer resource_metadata=\"{metadata}\"");
+        match e {
+            AuthError::Missing => {}
+            AuthError::InsufficientScope => challenge.push_str(", error=\"insufficient_scope\""),
+            _ => challenge.push_str(", error=\"invalid_token\""),
+        }
+        if !scopes.is_empty() {
+            challenge.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
+        }
         tracing::info!(error = %e, "authentication failed");
         let mut resp = Error::Auth(e).into_response(None, false);
         if let Ok(v) = HeaderValue::from_str(&challenge) {
@@ -358,7 +399,8 @@ impl Proxy {
         resp
     }
 
-    /// RFC 9728 protected-resource metadata. mcpgw issues its own tokens (no authorization server).
+    /// RFC 9728 protected-resource metadata: the workspaces' identity providers as authorization
+    /// servers (none when only mcpgw's own tokens are in use) and their required scopes.
     fn resource_metadata(&self, req: &Request<Incoming>) -> Response<Body> {
         let resource_path = req
             .uri()
@@ -371,15 +413,17 @@ impl Proxy {
         } else {
             format!("{base}{resource_path}")
         };
-        error::json(
-            http::StatusCode::OK,
-            &json!({
-                "resource": resource,
-                "authorization_servers": [],
-                "bearer_methods_supported": ["header"],
-                "resource_name": "mcpgw",
-                "resource_documentation": "Ask your workspace admin for a token: mcpgw token issue WORKSPACE MEMBER",
-            }),
-        )
+        let (issuers, scopes) = self.providers();
+        let mut meta = json!({
+            "resource": resource,
+            "authorization_servers": issuers,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "mcpgw",
+            "resource_documentation": "Sign in through your organisation's identity provider, or ask your workspace admin for a token: mcpgw token issue WORKSPACE MEMBER",
+        });
+        if !scopes.is_empty() {
+            meta["scopes_supported"] = json!(scopes);
+        }
+        error::json(http::StatusCode::OK, &meta)
     }
 }

@@ -15,8 +15,10 @@ use sqlx::sqlite::{
 };
 use std::str::FromStr;
 
+pub mod idp;
 pub mod roles;
 pub mod transport;
+pub use idp::{IdpConfig, RoleMapping};
 pub use roles::Role;
 use std::time::Duration;
 pub use transport::{EnvSpec, Fence, SourceView, StdioSpec, TlsFiles, Transport, TransportView};
@@ -504,6 +506,8 @@ pub struct Rows {
     pub role_grants: Vec<(i64, String)>,
     /// (member id, role id)
     pub member_roles: Vec<(i64, i64)>,
+    /// (workspace id, identity-provider settings JSON)
+    pub idps: Vec<(i64, String)>,
     /// Every token.
     pub tokens: Vec<TokenRow>,
 }
@@ -1103,6 +1107,7 @@ impl Store {
                 roles: sqlx::query_as("SELECT id, workspace_id, name FROM roles").fetch_all(&mut *tx).await?,
                 role_grants: sqlx::query_as("SELECT role_id, pattern FROM role_grants ORDER BY pattern").fetch_all(&mut *tx).await?,
                 member_roles: sqlx::query_as("SELECT member_id, role_id FROM member_roles").fetch_all(&mut *tx).await?,
+                idps: sqlx::query_as("SELECT workspace_id, config FROM idps").fetch_all(&mut *tx).await?,
                 tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens").fetch_all(&mut *tx).await?,
             };
             tx.commit().await?;

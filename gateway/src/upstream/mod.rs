@@ -215,6 +215,11 @@ impl Upstream {
         self
     }
 
+    /// The HTTPS clients (also used to reach identity providers).
+    pub fn https(&self) -> &Arc<tls::Clients> {
+        &self.https
+    }
+
     /// The stdio servers' processes (status, shutdown).
     pub fn stdio(&self) -> &Arc<stdio::Stdio> {
         &self.stdio

@@ -84,13 +84,19 @@ impl Clients {
 
     /// The client for `server` (its TLS files, or none).
     pub fn client(&self, server: &ServerView) -> Result<HttpsClient, Error> {
-        let files = server.transport.tls().filter(|f| !f.is_empty());
+        self.for_files(&server.name, server.transport.tls())
+    }
+
+    /// The client for a set of TLS files (none: the platform's roots); `name` is what errors
+    /// and logs call its user (a server, an identity provider).
+    pub fn for_files(&self, name: &str, files: Option<&TlsFiles>) -> Result<HttpsClient, Error> {
+        let files = files.filter(|f| !f.is_empty());
         let Some(files) = files else {
             if let Some(client) = self.default.get() {
                 return Ok(client.clone());
             }
             let client = self.load(&TlsFiles::default()).map_err(|e| Error::Tls {
-                server: server.name.clone(),
+                server: name.to_owned(),
                 reason: e.to_string(),
             })?;
             return Ok(self.default.get_or_init(|| client).clone());
@@ -117,12 +123,12 @@ impl Clients {
             c.seen = stamp.clone();
             match self.load(files) {
                 Ok(client) => {
-                    tracing::info!(server = %server.name, "upstream TLS files changed; reloaded");
+                    tracing::info!(server = %name, "upstream TLS files changed; reloaded");
                     c.client = client;
                     c.loaded = stamp;
                 }
                 Err(e) => tracing::error!(
-                    server = %server.name, error = %e,
+                    server = %name, error = %e,
                     "upstream TLS files changed but do not load; keeping the last good ones"
                 ),
             }
@@ -130,7 +136,7 @@ impl Clients {
         }
         let stamp = stamp(files);
         let client = self.load(files).map_err(|e| Error::Tls {
-            server: server.name.clone(),
+            server: name.to_owned(),
             reason: e.to_string(),
         })?;
         custom.retain(|_, c| now.duration_since(c.used) < IDLE);
