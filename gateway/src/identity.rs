@@ -276,7 +276,9 @@ impl Snapshot {
                     idps.insert(ws, Arc::new(c));
                 }
                 // Unreadable settings accept no token (never something else).
-                Err(e) => tracing::error!(error = %e, "stored identity-provider settings unreadable; its tokens are refused"),
+                Err(e) => {
+                    tracing::error!(error = %e, "stored identity-provider settings unreadable; its tokens are refused")
+                }
             }
         }
         let workspaces: HashMap<i64, Arc<WorkspaceView>> = rows

@@ -151,7 +151,9 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         ListenerLimits {
             max_connections: 1024,
-            max_header_bytes: 64 * 1024,
+            // Room for an oversized bearer token (up to 64 KiB) to reach authentication and be
+            // refused there with a 401 and an audit record, not a bare 431.
+            max_header_bytes: 96 * 1024,
             header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         }

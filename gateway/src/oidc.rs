@@ -221,7 +221,11 @@ fn scopes(claims: &Value) -> HashSet<&str> {
 /// The groups a token lists in `claim`: a string array, or one string.
 fn groups<'a>(claims: &'a Value, claim: &str) -> Vec<&'a str> {
     match claims.get(claim) {
-        Some(Value::Array(a)) => a.iter().take(MAX_GROUPS).filter_map(Value::as_str).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .take(MAX_GROUPS)
+            .filter_map(Value::as_str)
+            .collect(),
         Some(Value::String(s)) => vec![s.as_str()],
         _ => Vec::new(),
     }
@@ -445,7 +449,12 @@ impl Idp {
         };
         tokio::time::timeout(self.settings.fetch_timeout, work)
             .await
-            .map_err(|_| fail(format!("no answer within {:?}", self.settings.fetch_timeout)))?
+            .map_err(|_| {
+                fail(format!(
+                    "no answer within {:?}",
+                    self.settings.fetch_timeout
+                ))
+            })?
     }
 
     /// Checks a bearer JWT and resolves its member. `Refusal::who` is set when the token was
@@ -653,7 +662,8 @@ mod tests {
 
     #[test]
     fn scopes_and_groups_are_read_in_their_usual_shapes() {
-        let claims = json!({"scope": "mcp read", "scp": ["tools"], "groups": ["eng", 3, "ops"], "g": "one"});
+        let claims =
+            json!({"scope": "mcp read", "scp": ["tools"], "groups": ["eng", 3, "ops"], "g": "one"});
         let s = scopes(&claims);
         assert!(s.contains("mcp") && s.contains("read") && s.contains("tools"));
         assert_eq!(groups(&claims, "groups"), ["eng", "ops"]);
@@ -663,9 +673,8 @@ mod tests {
 
     #[test]
     fn the_unverified_issuer_is_read_from_the_payload_only() {
-        let enc = |v: &Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
+        let enc =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let token = format!(
             "{}.{}.sig",
             enc(&json!({"alg": "RS256"})),

@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod fence;
 mod identity;
+mod oidc;
 mod policy;
 mod proxy;
 mod python_sdk;

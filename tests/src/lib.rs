@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 
 pub mod db;
+pub mod oidc;
 pub mod tls;
 pub mod upstream;
 

@@ -119,7 +119,10 @@ impl IdpConfig {
             )));
         }
         for m in &self.role_map {
-            if m.group.is_empty() || m.group.len() > MAX_FIELD || m.group.chars().any(char::is_control) {
+            if m.group.is_empty()
+                || m.group.len() > MAX_FIELD
+                || m.group.chars().any(char::is_control)
+            {
                 return Err(Error::Invalid(format!(
                     "role_map: invalid group {:?}",
                     m.group
@@ -135,7 +138,8 @@ impl IdpConfig {
         for s in &self.scopes {
             let ok = !s.is_empty()
                 && s.len() <= MAX_FIELD
-                && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
             if !ok {
                 return Err(Error::Invalid(format!("scopes: invalid scope {s:?}")));
             }
@@ -182,7 +186,10 @@ impl Store {
         let done = with_db!(&self.db, p => sqlx::query("DELETE FROM idps WHERE workspace_id = $1")
             .bind(ws).execute(p).await?.rows_affected());
         if done == 0 {
-            return Err(Error::NotFound("identity provider of", workspace.to_owned()));
+            return Err(Error::NotFound(
+                "identity provider of",
+                workspace.to_owned(),
+            ));
         }
         Ok(())
     }
