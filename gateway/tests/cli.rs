@@ -615,3 +615,111 @@ fn logs_are_plain_text_off_a_terminal_or_json_when_asked() {
         "{o:?}"
     );
 }
+
+#[test]
+fn roles_member_disable_and_the_identity_provider_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .args(args)
+            .args([
+                "--database",
+                &format!("sqlite://{}", dir.path().join("mcpgw.db").display()),
+            ])
+            .current_dir(dir.path())
+            .env_remove("MCPGW_PUBLIC_URL")
+            .env_remove("MCPGW_ADMIN_TOKEN")
+            .output()
+            .expect("run mcpgw");
+        (
+            o.status.success(),
+            stdout(&o),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let ok = |args: &[&str]| {
+        let (success, out, err) = run(args);
+        assert!(success, "{args:?}: {err}");
+        out
+    };
+    ok(&["workspace", "create", "acme"]);
+    ok(&["member", "add", "acme", "alice"]);
+    ok(&["role", "create", "acme", "db-readers", "db:query"]);
+    ok(&["role", "grant", "acme", "db-readers", "db:schema"]);
+    ok(&["role", "assign", "acme", "alice", "db-readers"]);
+    let roles = ok(&["role", "list", "acme"]);
+    assert!(
+        roles.contains("db-readers")
+            && roles.contains("db:query db:schema")
+            && roles.contains("alice"),
+        "{roles}"
+    );
+    ok(&["member", "disable", "acme", "alice"]);
+    let members = ok(&["member", "list", "acme", "--json"]);
+    let members: serde_json::Value = serde_json::from_str(&members).unwrap();
+    assert!(members[0]["disabled_ms"].is_i64(), "{members}");
+    assert_eq!(members[0]["roles"], serde_json::json!(["db-readers"]));
+    ok(&["member", "enable", "acme", "alice"]);
+    let (success, _, err) = run(&["role", "assign", "acme", "alice", "nope"]);
+    assert!(!success && err.contains("unknown role \"nope\""), "{err}");
+
+    // Identity provider: checked, stored, shown (the keys live in a running gateway), removed.
+    let (success, _, err) = run(&["idp", "set", "acme", "--issuer", "https://idp.example"]);
+    assert!(!success && err.contains("--audience"), "{err}");
+    let (success, _, err) = run(&[
+        "idp",
+        "set",
+        "acme",
+        "--issuer",
+        "http://idp.example",
+        "--audience",
+        "a",
+    ]);
+    assert!(!success && err.contains("https"), "{err}");
+    let (success, _, err) = run(&[
+        "idp",
+        "set",
+        "acme",
+        "--issuer",
+        "https://idp.example",
+        "--audience",
+        "a",
+        "--role-map",
+        "eng=db-readers",
+    ]);
+    assert!(!success && err.contains("groups_claim"), "{err}");
+    ok(&[
+        "idp",
+        "set",
+        "acme",
+        "--issuer",
+        "https://idp.example/realms/acme",
+        "--audience",
+        "https://gw.example/mcp",
+        "--member-claim",
+        "email",
+        "--groups-claim",
+        "groups",
+        "--role-map",
+        "eng=db-readers",
+        "--scope",
+        "mcp:tools",
+        "--ca-file",
+        "idp-ca.pem",
+    ]);
+    let show = ok(&["idp", "show", "acme"]);
+    assert!(
+        show.contains("issuer        https://idp.example/realms/acme")
+            && show.contains("role map      eng = db-readers")
+            && show.contains("scopes        mcp:tools")
+            && show.contains("keys          unknown: no admin token configured"),
+        "{show}"
+    );
+    assert!(
+        show.contains(&dir.path().join("idp-ca.pem").display().to_string()),
+        "a relative CA file is stored absolute: {show}"
+    );
+    ok(&["idp", "remove", "acme"]);
+    let (success, _, err) = run(&["idp", "show", "acme"]);
+    assert!(!success && err.contains("no identity provider"), "{err}");
+}

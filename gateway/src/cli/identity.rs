@@ -629,6 +629,7 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
         | Command::Dev { .. }
         | Command::Policy(_)
         | Command::Audit(_)
+        | Command::Idp(_)
         | Command::Server(ServerCmd::Status { .. }) => {
             bail!("not a store command")
         }

@@ -10,6 +10,7 @@
 mod audit;
 mod dev;
 mod identity;
+mod idp;
 mod policy;
 mod status;
 
@@ -93,6 +94,9 @@ enum Command {
     /// Roles: named sets of patterns assigned to members (effective grants = own + roles').
     #[command(subcommand)]
     Role(RoleCmd),
+    /// The workspace's identity provider: OIDC JWTs as members' credentials.
+    #[command(subcommand)]
+    Idp(idp::IdpCmd),
     /// Turn a workspace's enforcement on (denials refuse calls) or off (denials are would-deny).
     Enforce { workspace: String, state: OnOff },
     /// Work with policy modules offline.
@@ -199,6 +203,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 admin_url.as_deref(),
                 g.json,
             ))
+        }
+        Command::Idp(cmd) => {
+            let config = load_config(&g)?;
+            runtime()?.block_on(async move {
+                let store = Store::connect(&config.database)
+                    .await
+                    .with_context(|| format!("open {}", redact_url(&config.database)))?;
+                idp::run(&store, &config, cmd, g.json).await
+            })
         }
         command => {
             let config = load_config(&g)?;

@@ -12,13 +12,9 @@ use mcpgw::upstream::fence::StepState;
 use mcpgw::upstream::stdio::ProcessStatus;
 use std::process::ExitCode;
 
-/// Asks the admin API and prints one line per server (and its fence with `--json`).
-pub async fn server_status(
-    config: &Config,
-    workspace: &str,
-    admin_url: Option<&str>,
-    json: bool,
-) -> Result<ExitCode> {
+/// GETs `path` from the running gateway's admin API (`--admin-url`, else `admin_listen`) with
+/// the configured admin token; the answer's body.
+pub async fn admin_get(config: &Config, admin_url: Option<&str>, path: &str) -> Result<Bytes> {
     let base = match (admin_url, config.admin_listen) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
         (None, Some(addr)) => format!("http://{addr}"),
@@ -27,7 +23,7 @@ pub async fn server_status(
     let Some(token) = &config.admin_token else {
         bail!("no admin token configured (MCPGW_ADMIN_TOKEN or admin_token_env)");
     };
-    let uri = format!("{base}/v1/workspaces/{workspace}/servers/status");
+    let uri = format!("{base}{path}");
     let req = http::Request::get(&uri)
         .header(
             http::header::AUTHORIZATION,
@@ -53,6 +49,22 @@ pub async fn server_status(
             String::from_utf8_lossy(&body[..body.len().min(512)])
         );
     }
+    Ok(body)
+}
+
+/// Asks the admin API and prints one line per server (and its fence with `--json`).
+pub async fn server_status(
+    config: &Config,
+    workspace: &str,
+    admin_url: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let body = admin_get(
+        config,
+        admin_url,
+        &format!("/v1/workspaces/{workspace}/servers/status"),
+    )
+    .await?;
     let list: Vec<ProcessStatus> =
         serde_json::from_slice(&body).context("the admin API's answer")?;
     if json {
