@@ -254,6 +254,21 @@ pub enum MemberCmd {
     Disable { workspace: String, member: String },
     /// Enable a disabled member again.
     Enable { workspace: String, member: String },
+    /// Add members (with grants and roles) from a CSV file (header: member,grants,roles; lists
+    /// separated by spaces or `;`) or a JSONL file (`{"member","grants":[…],"roles":[…]}` per
+    /// line). Checked whole before anything is written; existing members gain what is listed.
+    Import {
+        workspace: String,
+        /// The file; `.jsonl` or `.ndjson` is JSONL, anything else CSV.
+        file: std::path::PathBuf,
+        /// Issue a token for every listed member and write them (CSV: member,token_id,token)
+        /// to this new file, readable by its owner only. It is the only copy.
+        #[arg(long, value_name = "OUT")]
+        issue_tokens: Option<std::path::PathBuf>,
+        /// Lifetime of the issued tokens: 90s, 15m, 12h, 30d, 4w.
+        #[arg(long, requires = "issue_tokens")]
+        expires: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -333,6 +348,17 @@ pub enum GrantCmd {
         workspace: String,
         member: Option<String>,
     },
+}
+
+/// A new file only its owner can read, for issued tokens.
+fn token_file(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {} (it must not exist yet)", path.display()))
 }
 
 /// Runs an identity command.
@@ -481,6 +507,58 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
         Command::Member(MemberCmd::Disable { workspace, member }) => {
             store.member_set_disabled(&workspace, &member, true).await?;
             println!("disabled {member} in {workspace}: every credential of theirs is refused");
+        }
+        Command::Member(MemberCmd::Import {
+            workspace,
+            file,
+            issue_tokens,
+            expires,
+        }) => {
+            let jsonl = matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("jsonl" | "ndjson")
+            );
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            let rows = mcpgw::store::import::parse(&text, jsonl)
+                .with_context(|| file.display().to_string())?;
+            let ttl = expires.as_deref().map(store::parse_duration).transpose()?;
+            // The token file is created (never overwritten) before anything is written, so a
+            // path that cannot take it stops the import with nothing changed.
+            let mut out = match &issue_tokens {
+                Some(path) => Some(token_file(path)?),
+                None => None,
+            };
+            let started = std::time::Instant::now();
+            let report = store
+                .member_import(&workspace, &rows, issue_tokens.as_ref().map(|_| ttl))
+                .await?;
+            if let (Some(out), Some(path)) = (out.as_mut(), &issue_tokens) {
+                use std::io::Write as _;
+                let mut text = String::from("member,token_id,token\n");
+                for t in &report.tokens {
+                    text.push_str(&format!(
+                        "{},{},{}\n",
+                        t.info.member.as_deref().unwrap_or_default(),
+                        t.info.id,
+                        t.token
+                    ));
+                }
+                out.write_all(text.as_bytes())
+                    .and_then(|()| out.sync_all())
+                    .with_context(|| format!("write {}", path.display()))?;
+            }
+            println!(
+                "imported {} members into {workspace} ({} new, {} existing) in {:.1} s{}",
+                rows.len(),
+                report.created,
+                report.existing,
+                started.elapsed().as_secs_f64(),
+                match &issue_tokens {
+                    Some(p) => format!("; {} tokens in {}", report.tokens.len(), p.display()),
+                    None => String::new(),
+                }
+            );
         }
         Command::Member(MemberCmd::Enable { workspace, member }) => {
             store

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use std::str::FromStr;
 
 pub mod idp;
+pub mod import;
 pub mod roles;
 pub mod transport;
 pub use idp::{IdpConfig, RoleMapping};
