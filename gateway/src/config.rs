@@ -310,6 +310,15 @@ impl TryFrom<RawConfig> for Config {
             max_age: ms(raw.idp_keys_max_age_ms, idp_defaults.max_age),
             fetch_timeout: idp_defaults.fetch_timeout,
         };
+        if idp.min_refresh.is_zero()
+            || idp.min_refresh > idp.refresh_every
+            || idp.refresh_every > idp.max_age
+        {
+            return Err(Error::Invalid(
+                "idp_min_refresh_ms / idp_refresh_ms / idp_keys_max_age_ms",
+                "must be 0 < min_refresh <= refresh <= keys_max_age".into(),
+            ));
+        }
         let a = raw.audit;
         let audit_defaults = AuditConfig::default();
         let audit = AuditConfig {

@@ -140,7 +140,7 @@ struct Issuer {
     ca_file: Option<PathBuf>,
     keys: ArcSwapOption<KeySet>,
     /// The last fetch attempt; held while fetching, so one fetch runs at a time.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    fetching: Arc<tokio::sync::Mutex<Option<Instant>>>,
     status: Mutex<IssuerStatus>,
 }
 
@@ -251,7 +251,7 @@ impl Idp {
                     url: config.issuer.clone(),
                     ca_file: config.ca_file.clone(),
                     keys: ArcSwapOption::empty(),
-                    fetching: tokio::sync::Mutex::new(None),
+                    fetching: Arc::new(tokio::sync::Mutex::new(None)),
                     status: Mutex::new(IssuerStatus {
                         issuer: config.issuer.clone(),
                         ..IssuerStatus::default()
@@ -287,34 +287,35 @@ impl Idp {
         }
     }
 
-    /// The issuer's keys, fetched first when there are none, they are old, or `kid` is not
-    /// among them (each at most once per `min_refresh`).
-    async fn keys(&self, issuer: &Issuer, kid: Option<&str>) -> Result<Arc<KeySet>, AuthError> {
+    /// The issuer's keys, fetched first when there are none, they are too old, or `kid` is
+    /// not among them (each at most once per `min_refresh`). Keys that are due for a refetch but
+    /// still usable are used while a background task refetches them.
+    async fn keys(
+        &self,
+        issuer: &Arc<Issuer>,
+        kid: Option<&str>,
+    ) -> Result<Arc<KeySet>, AuthError> {
         let usable = |set: &Arc<KeySet>| set.fetched.elapsed() < self.settings.max_age;
         let current = issuer.keys.load_full();
         let knows_kid = |set: &KeySet| {
-            kid.is_none_or(|kid| set.keys.iter().any(|k| k.kid.as_deref() == Some(kid)))
+            kid.is_none_or(|kid| {
+                set.keys
+                    .iter()
+                    .any(|k| k.kid.as_deref() == Some(kid) || k.kid.is_none())
+            })
         };
         if let Some(set) = current.as_ref().filter(|s| usable(s) && knows_kid(s)) {
-            if set.fetched.elapsed() < self.settings.refresh_every {
-                return Ok(set.clone());
+            if set.fetched.elapsed() >= self.settings.refresh_every
+                && let Ok(guard) = issuer.fetching.clone().try_lock_owned()
+            {
+                self.spawn_fetch(issuer, guard, current.clone());
             }
-            // Old but usable: refetch unless another request already is; use these meanwhile.
-            if let Ok(mut last) = issuer.fetching.try_lock() {
-                self.fetch_if_due(issuer, &mut last).await;
-            }
-        } else {
-            let mut last = issuer.fetching.lock().await;
-            let now = issuer.keys.load_full();
-            let fetched_meanwhile = match (&current, &now) {
-                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
-                (None, Some(_)) => true,
-                _ => false,
-            };
-            if !fetched_meanwhile {
-                self.fetch_if_due(issuer, &mut last).await;
-            }
+            return Ok(set.clone());
         }
+        let guard = issuer.fetching.clone().lock_owned().await;
+        // The fetch runs in a task of its own: a request that gives up (its client went away)
+        // does not cancel it halfway and use up the interval.
+        let _ = self.spawn_fetch(issuer, guard, current).await;
         issuer
             .keys
             .load_full()
@@ -322,139 +323,45 @@ impl Idp {
             .ok_or(AuthError::KeysUnavailable)
     }
 
-    async fn fetch_if_due(&self, issuer: &Issuer, last: &mut Option<Instant>) {
-        if last.is_some_and(|t| t.elapsed() < self.settings.min_refresh) {
-            return;
-        }
-        *last = Some(Instant::now());
-        let result = self.fetch(issuer).await;
-        let mut status = issuer.status.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok((jwks_uri, set)) => {
-                tracing::info!(issuer = %issuer.url, keys = set.keys.len(), "identity provider keys fetched");
-                status.jwks_uri = Some(jwks_uri);
-                status.keys = set.keys.len();
-                status.last_refresh_ms = Some(now_ms());
-                status.last_error = None;
-                status.last_error_ms = None;
-                issuer.keys.store(Some(Arc::new(set)));
-            }
-            Err(e) => {
-                tracing::warn!(issuer = %issuer.url, error = %e, "identity provider keys not fetched; keeping the last ones while they last");
-                status.last_error = Some(e.to_string());
-                status.last_error_ms = Some(now_ms());
-            }
-        }
-    }
-
-    /// Discovery, then the JWKS.
-    async fn fetch(&self, issuer: &Issuer) -> Result<(String, KeySet), Error> {
-        let discovery_url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.url.trim_end_matches('/')
-        );
-        let doc = self.get_json(issuer, &discovery_url).await?;
-        let bad = |reason: String| Error::Document {
-            url: discovery_url.clone(),
-            reason,
-        };
-        if doc.get("issuer").and_then(Value::as_str) != Some(issuer.url.as_str()) {
-            return Err(bad(format!(
-                "its issuer is not {:?} (a provider must name itself exactly as configured)",
-                issuer.url
-            )));
-        }
-        let jwks_uri = doc
-            .get("jwks_uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("no jwks_uri".into()))?
-            .to_owned();
-        let jwks = self.get_json(issuer, &jwks_uri).await?;
-        let Some(list) = jwks.get("keys").and_then(Value::as_array) else {
-            return Err(Error::Document {
-                url: jwks_uri,
-                reason: "no keys array".into(),
-            });
-        };
-        let mut keys = Vec::new();
-        for raw in list {
-            if keys.len() == MAX_KEYS {
-                tracing::warn!(issuer = %issuer.url, max = MAX_KEYS, "JWKS holds more keys than kept; the rest are ignored");
-                break;
-            }
-            // A key of a kind this build does not know is skipped, not the whole set.
-            let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
-                continue;
+    /// Fetches `issuer`'s keys in a task of its own, unless another fetch replaced `seen`
+    /// meanwhile or the last attempt is under `min_refresh` old.
+    fn spawn_fetch(
+        &self,
+        issuer: &Arc<Issuer>,
+        mut last: tokio::sync::OwnedMutexGuard<Option<Instant>>,
+        seen: Option<Arc<KeySet>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (https, settings, issuer) = (self.https.clone(), self.settings.clone(), issuer.clone());
+        tokio::spawn(async move {
+            let now = issuer.keys.load_full();
+            let fetched_meanwhile = match (&seen, &now) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                (None, Some(_)) => true,
+                _ => false,
             };
-            let Some(algorithms) = key_algorithms(&jwk) else {
-                continue;
-            };
-            let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-                continue;
-            };
-            keys.push(Key {
-                kid: jwk.common.key_id.clone(),
-                algorithms,
-                key,
-            });
-        }
-        Ok((
-            jwks_uri,
-            KeySet {
-                fetched: Instant::now(),
-                keys,
-            },
-        ))
-    }
-
-    async fn get_json(&self, issuer: &Issuer, url: &str) -> Result<Value, Error> {
-        let fail = |reason: String| Error::Fetch {
-            url: url.to_owned(),
-            reason,
-        };
-        let uri: http::Uri = url.parse().map_err(|_| fail("not a URL".into()))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(fail("only https:// is fetched".into()));
-        }
-        let files = issuer.ca_file.as_ref().map(|f| TlsFiles {
-            ca_file: Some(f.clone()),
-            ..TlsFiles::default()
-        });
-        let client = self
-            .https
-            .for_files(&issuer.url, files.as_ref())
-            .map_err(|e| fail(e.to_string()))?;
-        let req = http::Request::get(uri)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| fail(e.to_string()))?;
-        let work = async {
-            let resp = client
-                .client
-                .request(req)
-                .await
-                .map_err(|e| fail(error_chain(&e)))?;
-            if resp.status() != http::StatusCode::OK {
-                return Err(fail(format!("HTTP {}", resp.status())));
+            if fetched_meanwhile || last.is_some_and(|t| t.elapsed() < settings.min_refresh) {
+                return;
             }
-            let body = Limited::new(resp.into_body(), MAX_DOC)
-                .collect()
-                .await
-                .map_err(|e| fail(format!("body: {e}")))?
-                .to_bytes();
-            serde_json::from_slice(&body).map_err(|e| Error::Document {
-                url: url.to_owned(),
-                reason: format!("not JSON: {e}"),
-            })
-        };
-        tokio::time::timeout(self.settings.fetch_timeout, work)
-            .await
-            .map_err(|_| {
-                fail(format!(
-                    "no answer within {:?}",
-                    self.settings.fetch_timeout
-                ))
-            })?
+            let result = fetch(&https, &settings, &issuer).await;
+            *last = Some(Instant::now());
+            let mut status = issuer.status.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok((jwks_uri, set)) => {
+                    tracing::info!(issuer = %issuer.url, keys = set.keys.len(), "identity provider keys fetched");
+                    status.jwks_uri = Some(jwks_uri);
+                    status.keys = set.keys.len();
+                    status.last_refresh_ms = Some(now_ms());
+                    status.last_error = None;
+                    status.last_error_ms = None;
+                    issuer.keys.store(Some(Arc::new(set)));
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %issuer.url, error = %e, "identity provider keys not fetched; the last ones (if any) are kept while they last");
+                    status.last_error = Some(e.to_string());
+                    status.last_error_ms = Some(now_ms());
+                }
+            }
+        })
     }
 
     /// Checks a bearer JWT and resolves its member. `Refusal::who` is set when the token was
@@ -483,34 +390,68 @@ impl Idp {
         };
         let issuer = self.issuer(&config);
         let keys = self.keys(&issuer, header.kid.as_deref()).await?;
-        let usable: Vec<&Key> = keys
+        // Exactly one key checks the signature: the one `kid` names (else the set's keys
+        // without a kid), or without a `kid` the only key of the algorithm's family. A token
+        // never costs more than one signature check.
+        let family = keys
             .keys
             .iter()
-            .filter(|k| k.algorithms.contains(&header.alg))
-            .filter(|k| header.kid.is_none() || k.kid == header.kid)
-            .collect();
-        let mut refused = AuthError::Invalid;
-        for ws in &candidates {
-            let Some(idp) = &ws.idp else { continue };
-            let mut validation = Validation::new(header.alg);
-            validation.set_issuer(&[idp.issuer.as_str()]);
-            validation.set_audience(&[idp.audience.as_str()]);
-            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-            validation.leeway = LEEWAY_S;
-            validation.validate_nbf = true;
-            for key in &usable {
-                match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
-                    Ok(data) => return self.member(ws, idp, data.claims, directory).await,
-                    Err(e) => {
-                        use jsonwebtoken::errors::ErrorKind;
-                        if matches!(e.kind(), ErrorKind::ExpiredSignature) {
-                            refused = AuthError::Expired;
-                        }
-                    }
+            .filter(|k| k.algorithms.contains(&header.alg));
+        let usable: Vec<&Key> = match &header.kid {
+            Some(kid) => {
+                let named: Vec<&Key> = family
+                    .clone()
+                    .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                    .collect();
+                if named.is_empty() {
+                    family.filter(|k| k.kid.is_none()).collect()
+                } else {
+                    named
                 }
             }
-        }
-        Err(refused.into())
+            None => family.collect(),
+        };
+        let [key] = usable.as_slice() else {
+            tracing::debug!(issuer = %iss, keys = usable.len(), "no single key for the token's kid and alg");
+            return Err(AuthError::Invalid.into());
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[iss.as_str()]);
+        // `aud` is required here and matched against each workspace's audience below.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = LEEWAY_S;
+        validation.validate_nbf = true;
+        let claims = match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+            Ok(data) => data.claims,
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind;
+                return Err(match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    _ => AuthError::Invalid,
+                }
+                .into());
+            }
+        };
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let mut matching = candidates.iter().filter(|w| {
+            w.idp
+                .as_ref()
+                .is_some_and(|i| audiences.contains(&i.audience.as_str()))
+        });
+        let (Some(ws), None) = (matching.next(), matching.next()) else {
+            // None, or more than one (the store refuses two workspaces with the same issuer and
+            // audience; a token naming two of their audiences is not for either alone).
+            return Err(AuthError::Invalid.into());
+        };
+        let Some(idp) = &ws.idp else {
+            return Err(AuthError::Invalid.into());
+        };
+        self.member(ws, idp, claims, directory).await
     }
 
     /// The member a checked token names, with their effective grants.
@@ -525,6 +466,12 @@ impl Idp {
             tracing::info!(workspace = %ws.name, claim = %idp.member_claim, "identity-provider token without the member claim");
             return Err(AuthError::Invalid.into());
         };
+        if idp.member_claim == "email"
+            && claims.get("email_verified").and_then(Value::as_bool) == Some(false)
+        {
+            tracing::info!(workspace = %ws.name, "identity-provider token with an unverified email as the member");
+            return Err(AuthError::Invalid.into());
+        }
         if store::validate_name("member", name).is_err() {
             tracing::info!(workspace = %ws.name, claim = %idp.member_claim, "the member claim's value is not a usable member name");
             return Err(AuthError::Invalid.into());
@@ -555,7 +502,8 @@ impl Idp {
             .take(256)
             .collect();
         let identity = Arc::new(Identity::signed_in(
-            format!("idp:{}", member.name),
+            // Workspace and member: token ids key sessions and caches across workspaces.
+            format!("idp:{}/{}", ws.name, member.name),
             Principal {
                 workspace: ws.name.clone(),
                 member: Some(member.name.clone()),
@@ -614,6 +562,119 @@ impl Idp {
             .ok_or(AuthError::UnknownMember)?;
         Ok((ws, member))
     }
+}
+
+/// Discovery, then the JWKS.
+async fn fetch(
+    https: &Clients,
+    settings: &Settings,
+    issuer: &Issuer,
+) -> Result<(String, KeySet), Error> {
+    let discovery_url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.url.trim_end_matches('/')
+    );
+    let doc = get_json(https, settings, issuer, &discovery_url).await?;
+    let bad = |reason: String| Error::Document {
+        url: discovery_url.clone(),
+        reason,
+    };
+    if doc.get("issuer").and_then(Value::as_str) != Some(issuer.url.as_str()) {
+        return Err(bad(format!(
+            "its issuer is not {:?} (a provider must name itself exactly as configured)",
+            issuer.url
+        )));
+    }
+    let jwks_uri = doc
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no jwks_uri".into()))?
+        .to_owned();
+    let jwks = get_json(https, settings, issuer, &jwks_uri).await?;
+    let Some(list) = jwks.get("keys").and_then(Value::as_array) else {
+        return Err(Error::Document {
+            url: jwks_uri,
+            reason: "no keys array".into(),
+        });
+    };
+    let mut keys = Vec::new();
+    for raw in list {
+        if keys.len() == MAX_KEYS {
+            tracing::warn!(issuer = %issuer.url, max = MAX_KEYS, "JWKS holds more keys than kept; the rest are ignored");
+            break;
+        }
+        // A key of a kind this build does not know is skipped, not the whole set.
+        let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+            continue;
+        };
+        let Some(algorithms) = key_algorithms(&jwk) else {
+            continue;
+        };
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        keys.push(Key {
+            kid: jwk.common.key_id.clone(),
+            algorithms,
+            key,
+        });
+    }
+    Ok((
+        jwks_uri,
+        KeySet {
+            fetched: Instant::now(),
+            keys,
+        },
+    ))
+}
+
+async fn get_json(
+    https: &Clients,
+    settings: &Settings,
+    issuer: &Issuer,
+    url: &str,
+) -> Result<Value, Error> {
+    let fail = |reason: String| Error::Fetch {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| fail("not a URL".into()))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(fail("only https:// is fetched".into()));
+    }
+    let files = issuer.ca_file.as_ref().map(|f| TlsFiles {
+        ca_file: Some(f.clone()),
+        ..TlsFiles::default()
+    });
+    let client = https
+        .for_files(&issuer.url, files.as_ref())
+        .map_err(|e| fail(e.to_string()))?;
+    let req = http::Request::get(uri)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| fail(e.to_string()))?;
+    let work = async {
+        let resp = client
+            .client
+            .request(req)
+            .await
+            .map_err(|e| fail(error_chain(&e)))?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(fail(format!("HTTP {}", resp.status())));
+        }
+        let body = Limited::new(resp.into_body(), MAX_DOC)
+            .collect()
+            .await
+            .map_err(|e| fail(format!("body: {e}")))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| Error::Document {
+            url: url.to_owned(),
+            reason: format!("not JSON: {e}"),
+        })
+    };
+    tokio::time::timeout(settings.fetch_timeout, work)
+        .await
+        .map_err(|_| fail(format!("no answer within {:?}", settings.fetch_timeout)))?
 }
 
 /// An error and its sources, in one line.

@@ -268,6 +268,52 @@ async fn members_of_the_identity_provider_get_their_groups_roles_and_bad_tokens_
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
+        // Another workspace trusting the same issuer needs an audience of its own, and a token
+        // for its audience never reaches acme's members.
+        gw.admin_post("/v1/workspaces", json!({"name": "beta"}))
+            .await;
+        let resp = gw
+            .admin(Method::PUT, "/v1/workspaces/beta/idp")
+            .json(&idp)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::BAD_REQUEST,
+            "same issuer and audience"
+        );
+        let beta_url = format!("{}/mcp/db", gw.mcp_url);
+        admin(
+            &gw,
+            Method::PUT,
+            "/v1/workspaces/beta/idp",
+            json!({"issuer": issuer.url, "audience": "beta", "member_claim": "email",
+                   "ca_file": issuer.ca_file}),
+        )
+        .await;
+        let for_beta = rsa.sign(&alice(json!({"aud": "beta"})));
+        assert_eq!(
+            list(&beta_url, &for_beta).await.0,
+            StatusCode::UNAUTHORIZED,
+            "alice is acme's member, not beta's"
+        );
+        let both = rsa.sign(&alice(json!({"aud": ["beta", audience]})));
+        assert_eq!(
+            list(&url, &both).await.0,
+            StatusCode::UNAUTHORIZED,
+            "ambiguous"
+        );
+        let unverified = rsa.sign(&alice(json!({"email_verified": false})));
+        assert_eq!(list(&url, &unverified).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            list(&url, &rsa.sign(&alice(json!({"aud": ["other", audience]}))))
+                .await
+                .0,
+            StatusCode::OK,
+            "one of several audiences"
+        );
+
         // Unknown members are refused, or created on first sight with auto_create.
         let bob = rsa.sign(&issuer.claims(
             &audience,
@@ -385,8 +431,9 @@ async fn with_the_provider_down_cached_keys_work_until_they_expire_then_tokens_a
     assert_eq!(list(&url, &token).await.0, StatusCode::OK, "cached keys");
     // ...then every token of that issuer is refused, and the status says why.
     loop {
-        let (status, _) = list(&url, &token).await;
-        if status == StatusCode::UNAUTHORIZED {
+        let (status, challenge) = list(&url, &token).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(challenge.is_empty(), "not the token's fault: {challenge}");
             break;
         }
         assert!(down.elapsed() < Duration::from_secs(5), "never refused");

@@ -168,6 +168,7 @@ impl Error {
             | StrayResponse => StatusCode::BAD_REQUEST,
             NoSuchMethod(_) => StatusCode::NOT_FOUND,
             Auth(AuthError::InsufficientScope) => StatusCode::FORBIDDEN,
+            Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Auth(_) => StatusCode::UNAUTHORIZED,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -393,7 +393,10 @@ impl Proxy {
         }
         tracing::info!(error = %e, "authentication failed");
         let mut resp = Error::Auth(e).into_response(None, false);
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
+        // The provider's keys are unavailable: not the token's fault, no challenge (a 503).
+        if e != AuthError::KeysUnavailable
+            && let Ok(v) = HeaderValue::from_str(&challenge)
+        {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         resp

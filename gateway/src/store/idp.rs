@@ -161,6 +161,21 @@ impl Store {
     pub async fn idp_set(&self, workspace: &str, config: &IdpConfig) -> Result<()> {
         config.validate()?;
         let ws = self.workspace_id(workspace).await?;
+        // A token names its issuer and audience, nothing else: two workspaces with the same
+        // pair could not tell whose member a token is for.
+        let others: Vec<(String, String)> = with_db!(&self.db, p => sqlx::query_as("SELECT w.name, i.config FROM idps i JOIN workspaces w ON w.id = i.workspace_id WHERE i.workspace_id <> $1")
+            .bind(ws).fetch_all(p).await?);
+        for (other, json) in others {
+            if let Ok(c) = serde_json::from_str::<IdpConfig>(&json)
+                && c.issuer == config.issuer
+                && c.audience == config.audience
+            {
+                return Err(Error::Invalid(format!(
+                    "workspace {other:?} already accepts {} for audience {}: give this workspace an audience of its own",
+                    config.issuer, config.audience
+                )));
+            }
+        }
         let json = serde_json::to_string(config).map_err(|e| Error::Invalid(e.to_string()))?;
         with_db!(&self.db, p => sqlx::query("INSERT INTO idps (workspace_id, config, created_ms) VALUES ($1, $2, $3) \
                 ON CONFLICT (workspace_id) DO UPDATE SET config = excluded.config")

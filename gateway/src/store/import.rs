@@ -6,8 +6,8 @@
 //! gains what the file lists; with tokens asked for, every listed member gets a new one.
 
 use super::{
-    Db, Error, IssuedToken, Result, Store, TOKEN_PREFIX, TokenInfo, now_ms, random_hex,
-    token_hash, validate_name, with_db,
+    Db, Error, IssuedToken, Result, Store, TOKEN_PREFIX, TokenInfo, now_ms, random_hex, token_hash,
+    validate_name, with_db,
 };
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -61,8 +61,9 @@ pub fn parse(text: &str, jsonl: bool) -> Result<Vec<ImportRow>> {
             if line.trim().is_empty() {
                 continue;
             }
-            let row: ImportRow = serde_json::from_str(line)
-                .map_err(|e| Error::Invalid(format!("line {}: {}", i + 1, super::json_error(&e))))?;
+            let row: ImportRow = serde_json::from_str(line).map_err(|e| {
+                Error::Invalid(format!("line {}: {}", i + 1, super::json_error(&e)))
+            })?;
             rows.push(row);
         }
     } else {
@@ -81,11 +82,14 @@ pub fn parse(text: &str, jsonl: bool) -> Result<Vec<ImportRow>> {
             ));
         };
         let (grants, roles) = (column("grants"), column("roles"));
-        if let Some(unknown) = headers
-            .iter()
-            .find(|h| !["member", "grants", "roles"].iter().any(|k| h.eq_ignore_ascii_case(k)))
-        {
-            return Err(Error::Invalid(format!("line 1: unknown column {unknown:?}")));
+        if let Some(unknown) = headers.iter().find(|h| {
+            !["member", "grants", "roles"]
+                .iter()
+                .any(|k| h.eq_ignore_ascii_case(k))
+        }) {
+            return Err(Error::Invalid(format!(
+                "line 1: unknown column {unknown:?}"
+            )));
         }
         for (i, record) in reader.records().enumerate() {
             let line = i + 2;
@@ -133,8 +137,7 @@ impl Store {
                 ))));
             }
             for pattern in &row.grants {
-                policy_sdk::pattern::validate(pattern)
-                    .map_err(|e| at(Error::Invalid(e)))?;
+                policy_sdk::pattern::validate(pattern).map_err(|e| at(Error::Invalid(e)))?;
             }
             for role in &row.roles {
                 if !roles.contains_key(role) {
@@ -218,9 +221,13 @@ mod tests {
         assert_eq!(rows[2].grants, ["ci:deploy", "ci:status"]);
         let only_members = parse("Member\nalice\nbob\n", false).unwrap();
         assert_eq!(only_members.len(), 2);
-        let e = parse("name,grants\nalice,db:*\n", false).unwrap_err().to_string();
+        let e = parse("name,grants\nalice,db:*\n", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1") && e.contains("member column"), "{e}");
-        let e = parse("member,extra\nalice,x\n", false).unwrap_err().to_string();
+        let e = parse("member,extra\nalice,x\n", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown column \"extra\""), "{e}");
 
         let rows = parse(
