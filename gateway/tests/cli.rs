@@ -660,6 +660,56 @@ fn roles_member_disable_and_the_identity_provider_from_the_cli() {
     assert!(members[0]["disabled_ms"].is_i64(), "{members}");
     assert_eq!(members[0]["roles"], serde_json::json!(["db-readers"]));
     ok(&["member", "enable", "acme", "alice"]);
+
+    // Bulk import: tokens go to a new file only its owner can read, once.
+    std::fs::write(
+        dir.path().join("people.csv"),
+        "member,grants,roles\nbob,web:search,db-readers\ncarol,,\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "member",
+        "import",
+        "acme",
+        "people.csv",
+        "--issue-tokens",
+        "tokens.csv",
+        "--expires",
+        "30d",
+    ]);
+    assert!(
+        out.contains("imported 2 members into acme (2 new, 0 existing)"),
+        "{out}"
+    );
+    let tokens = std::fs::read_to_string(dir.path().join("tokens.csv")).unwrap();
+    let lines: Vec<&str> = tokens.lines().collect();
+    assert_eq!(lines[0], "member,token_id,token");
+    assert!(
+        lines[1].starts_with("bob,tok_") && lines[1].contains(",mcpgw_"),
+        "{tokens}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("tokens.csv"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (success, _, err) = run(&[
+        "member",
+        "import",
+        "acme",
+        "people.csv",
+        "--issue-tokens",
+        "tokens.csv",
+    ]);
+    assert!(!success && err.contains("must not exist yet"), "{err}");
+    std::fs::write(
+        dir.path().join("bad.jsonl"),
+        "{\"member\":\"x\",\"roles\":[\"nope\"]}\n",
+    )
+    .unwrap();
+    let (success, _, err) = run(&["member", "import", "acme", "bad.jsonl"]);
+    assert!(!success && err.contains("nope"), "{err}");
     let (success, _, err) = run(&["role", "assign", "acme", "alice", "nope"]);
     assert!(!success && err.contains("unknown role \"nope\""), "{err}");
 

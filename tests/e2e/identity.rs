@@ -433,3 +433,90 @@ async fn expire_now(store: &Store, id: &str) {
     }
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_import_is_checked_whole_then_written_in_batches() {
+    use mcpgw::store::import::{ImportRow, parse};
+    for db in TestDb::all().await {
+        let (store, dir) = open(&db).await;
+        store.workspace_create("acme").await.unwrap();
+        store
+            .role_create("acme", "db-readers", &["db:query".into()])
+            .await
+            .unwrap();
+        store.member_add("acme", "carol").await.unwrap();
+        store
+            .grant_add("acme", "carol", &["web:*".into()])
+            .await
+            .unwrap();
+        let rows = parse(
+            "member,grants,roles\nalice,ci:status,db-readers\nbob,,\ncarol,ci:deploy,db-readers\n",
+            false,
+        )
+        .unwrap();
+
+        // One bad row (a role that does not exist): nothing at all is written.
+        let mut bad = rows.clone();
+        bad.push(ImportRow {
+            member: "dave".into(),
+            grants: vec![],
+            roles: vec!["nope".into()],
+        });
+        let e = store
+            .member_import("acme", &bad, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 4") && e.contains("nope"), "{e}");
+        assert_eq!(store.member_list("acme").await.unwrap().len(), 1);
+        let twice = [rows[0].clone(), rows[0].clone()];
+        assert!(store.member_import("acme", &twice, None).await.is_err());
+
+        let report = store
+            .member_import("acme", &rows, Some(None))
+            .await
+            .unwrap();
+        assert_eq!((report.created, report.existing), (2, 1), "{}", db.backend);
+        assert_eq!(report.tokens.len(), 3);
+        dir.reload().await.unwrap();
+        let grants = |token: &str| dir.authenticate(token).unwrap().principal.grants.clone();
+        assert_eq!(grants(&report.tokens[0].token), ["ci:status", "db:query"]);
+        assert!(grants(&report.tokens[1].token).is_empty());
+        assert_eq!(
+            grants(&report.tokens[2].token),
+            ["ci:deploy", "db:query", "web:*"],
+            "an existing member keeps what they had and gains what is listed"
+        );
+        // Again: nothing new, nothing lost.
+        let again = store.member_import("acme", &rows, None).await.unwrap();
+        assert_eq!((again.created, again.existing), (0, 3));
+        assert_eq!(store.member_list("acme").await.unwrap().len(), 3);
+
+        // Onboarding an organisation: 10,000 members, each with a grant, a role and a token.
+        let many: Vec<ImportRow> = (0..10_000)
+            .map(|i| ImportRow {
+                member: format!("user{i:05}@example.com"),
+                grants: vec![format!("team{}:*", i % 50)],
+                roles: vec!["db-readers".into()],
+            })
+            .collect();
+        let started = Instant::now();
+        let report = store
+            .member_import("acme", &many, Some(None))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        dir.reload().await.unwrap();
+        eprintln!(
+            "{}: imported 10,000 members with a grant, a role and a token in {took:?}",
+            db.backend
+        );
+        assert_eq!(report.created, 10_000);
+        assert!(took < Duration::from_secs(60), "{}: {took:?}", db.backend);
+        let last = &report.tokens[9_999];
+        assert_eq!(
+            dir.authenticate(&last.token).unwrap().principal.grants,
+            ["db:query", "team49:*"]
+        );
+    }
+}
