@@ -27,6 +27,7 @@
 use crate::identity::{AuthError, Directory, Identity, MemberView, Refusal, WorkspaceView};
 use crate::policy::Principal;
 use crate::store::{self, IdpConfig, TlsFiles, now_ms};
+use crate::upstream::error_chain;
 use crate::upstream::tls::Clients;
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
@@ -675,17 +676,6 @@ async fn get_json(
     tokio::time::timeout(settings.fetch_timeout, work)
         .await
         .map_err(|_| fail(format!("no answer within {:?}", settings.fetch_timeout)))?
-}
-
-/// An error and its sources, in one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason = format!("{reason}: {s}");
-        source = s.source();
-    }
-    reason
 }
 
 #[cfg(test)]

@@ -5,33 +5,11 @@
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::oidc::{SigningKey, TestIssuer, forge};
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, TestGateway, mcp_client};
+use mcpgw_tests::{Seed, TestGateway, mcp_client, tool_names};
 use reqwest::{Method, StatusCode};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-async fn tool_names(url: &str, token: &str) -> Vec<String> {
-    let client = mcp_client(url, token).await.unwrap();
-    let mut names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
-    client.cancel().await.unwrap();
-    names
-}
-
-async fn admin(gw: &TestGateway, method: Method, path: &str, body: Value) -> Value {
-    let resp = gw.admin(method, path).json(&body).send().await.unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
-}
 
 /// A raw `initialize` with `token`: the status and the challenge.
 async fn list(url: &str, token: &str) -> (StatusCode, String) {
@@ -56,7 +34,9 @@ async fn list(url: &str, token: &str) -> (StatusCode, String) {
 }
 
 async fn auth_records(gw: &TestGateway) -> Vec<Value> {
-    let all = admin(gw, Method::GET, "/v1/audit?limit=1000", json!({})).await;
+    let all = gw
+        .admin_call(Method::GET, "/v1/audit?limit=1000", json!({}))
+        .await;
     all["records"]
         .as_array()
         .unwrap()
@@ -109,7 +89,8 @@ async fn members_of_the_identity_provider_get_their_groups_roles_and_bad_tokens_
             "groups_claim": "groups", "role_map": [{"group": "eng", "role": "db-readers"}],
             "scopes": ["mcp:tools"], "ca_file": issuer.ca_file,
         });
-        admin(&gw, Method::PUT, "/v1/workspaces/acme/idp", idp.clone()).await;
+        gw.admin_call(Method::PUT, "/v1/workspaces/acme/idp", idp.clone())
+            .await;
         let alice = |extra: Value| {
             let mut claims = json!({"sub": "u-1", "email": "alice@example.com",
                                     "groups": ["eng", "all"], "scope": "openid mcp:tools"});
@@ -148,7 +129,9 @@ async fn members_of_the_identity_provider_get_their_groups_roles_and_bad_tokens_
         // The audit names the member, the subject and the issuer; never the token.
         let deadline = Instant::now() + Duration::from_secs(5);
         let call = loop {
-            let rows = admin(&gw, Method::GET, "/v1/audit?tool=query", json!({})).await;
+            let rows = gw
+                .admin_call(Method::GET, "/v1/audit?tool=query", json!({}))
+                .await;
             if let Some(r) = rows["records"].as_array().and_then(|r| r.last()).cloned() {
                 break r;
             }
@@ -284,8 +267,7 @@ async fn members_of_the_identity_provider_get_their_groups_roles_and_bad_tokens_
             "same issuer and audience"
         );
         let beta_url = format!("{}/mcp/db", gw.mcp_url);
-        admin(
-            &gw,
+        gw.admin_call(
             Method::PUT,
             "/v1/workspaces/beta/idp",
             json!({"issuer": issuer.url, "audience": "beta", "member_claim": "email",
@@ -321,9 +303,12 @@ async fn members_of_the_identity_provider_get_their_groups_roles_and_bad_tokens_
         ));
         assert_eq!(list(&url, &bob).await.0, StatusCode::UNAUTHORIZED);
         idp["auto_create"] = json!(true);
-        admin(&gw, Method::PUT, "/v1/workspaces/acme/idp", idp.clone()).await;
+        gw.admin_call(Method::PUT, "/v1/workspaces/acme/idp", idp.clone())
+            .await;
         assert_eq!(tool_names(&url, &bob).await, ["query"]);
-        let members = admin(&gw, Method::GET, "/v1/workspaces/acme/members", json!({})).await;
+        let members = gw
+            .admin_call(Method::GET, "/v1/workspaces/acme/members", json!({}))
+            .await;
         assert!(
             members
                 .as_array()
@@ -350,7 +335,9 @@ async fn members_of_the_identity_provider_get_their_groups_roles_and_bad_tokens_
             "{}: a key that left the JWKS",
             db.backend
         );
-        let status = admin(&gw, Method::GET, "/v1/workspaces/acme/idp", json!({})).await;
+        let status = gw
+            .admin_call(Method::GET, "/v1/workspaces/acme/idp", json!({}))
+            .await;
         assert_eq!(status["status"]["keys"], 2, "{status}");
         assert!(status["status"]["last_refresh_ms"].is_i64(), "{status}");
         issuer.publish(&[&rsa, &ec, &ed]);
@@ -362,8 +349,7 @@ async fn members_of_the_identity_provider_get_their_groups_roles_and_bad_tokens_
         let token = ed.sign(&alice(json!({})));
         assert_eq!(list(&other_url, &token).await.0, StatusCode::OK);
         let started = Instant::now();
-        admin(
-            &gw,
+        gw.admin_call(
             Method::PUT,
             "/v1/workspaces/acme/members/alice@example.com/disabled",
             json!({"disabled": true}),
@@ -412,8 +398,7 @@ async fn with_the_provider_down_cached_keys_work_until_they_expire_then_tokens_a
     .await;
     let url = format!("{}/mcp/db", gw.mcp_url);
     let audience = "https://gw.example/mcp";
-    admin(
-        &gw,
+    gw.admin_call(
         Method::PUT,
         "/v1/workspaces/acme/idp",
         json!({"issuer": issuer.url, "audience": audience, "ca_file": issuer.ca_file}),
@@ -443,7 +428,9 @@ async fn with_the_provider_down_cached_keys_work_until_they_expire_then_tokens_a
         down.elapsed() >= Duration::from_millis(1400),
         "refused too early"
     );
-    let show = admin(&gw, Method::GET, "/v1/workspaces/acme/idp", json!({})).await;
+    let show = gw
+        .admin_call(Method::GET, "/v1/workspaces/acme/idp", json!({}))
+        .await;
     assert!(
         show["status"]["last_error"]
             .as_str()

@@ -3,7 +3,7 @@
 
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, TestGateway, guests, install, mcp_client, start_guarded};
+use mcpgw_tests::{Seed, TestGateway, guests, install, mcp_client, start_guarded, tool_names};
 use reqwest::{Method, StatusCode};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
@@ -56,20 +56,6 @@ impl Env {
     fn url(&self, server: &str) -> String {
         format!("{}/mcp/{server}", self.gw.mcp_url)
     }
-}
-
-async fn tool_names(url: &str, token: &str) -> Vec<String> {
-    let client = mcp_client(url, token).await.unwrap();
-    let mut names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
-    client.cancel().await.unwrap();
-    names
 }
 
 fn args(v: Value) -> serde_json::Map<String, Value> {

@@ -4,33 +4,11 @@
 
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, mcp_client, start_guarded};
+use mcpgw_tests::{Seed, mcp_client, start_guarded, tool_names};
 use reqwest::{Method, StatusCode};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-async fn tool_names(url: &str, token: &str) -> Vec<String> {
-    let client = mcp_client(url, token).await.unwrap();
-    let mut names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
-    client.cancel().await.unwrap();
-    names
-}
-
-async fn send(gw: &mcpgw_tests::TestGateway, method: Method, path: &str, body: Value) -> Value {
-    let resp = gw.admin(method, path).json(&body).send().await.unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_tools_are_their_grants_plus_their_roles_and_disable_refuses_them() {
@@ -50,16 +28,15 @@ async fn a_members_tools_are_their_grants_plus_their_roles_and_disable_refuses_t
         assert!(tool_names(&url, carol).await.is_empty(), "{}", db.backend);
 
         // A role with one pattern, assigned: carol sees and calls exactly that.
-        let role = send(
-            &gw,
-            Method::POST,
-            "/v1/workspaces/acme/roles",
-            json!({"name": "db-readers", "patterns": ["db:query"]}),
-        )
-        .await;
+        let role = gw
+            .admin_call(
+                Method::POST,
+                "/v1/workspaces/acme/roles",
+                json!({"name": "db-readers", "patterns": ["db:query"]}),
+            )
+            .await;
         assert_eq!(role["patterns"], json!(["db:query"]), "{role}");
-        send(
-            &gw,
+        gw.admin_call(
             Method::PUT,
             "/v1/workspaces/acme/members/carol/roles/db-readers",
             json!({}),
@@ -88,15 +65,13 @@ async fn a_members_tools_are_their_grants_plus_their_roles_and_disable_refuses_t
         client.cancel().await.unwrap();
 
         // The role grows: everyone holding it sees more; own grants and roles add up.
-        send(
-            &gw,
+        gw.admin_call(
             Method::POST,
             "/v1/workspaces/acme/roles/db-readers/grants",
             json!({"patterns": ["db:schema"]}),
         )
         .await;
-        send(
-            &gw,
+        gw.admin_call(
             Method::PUT,
             "/v1/workspaces/acme/members/dave/roles/db-readers",
             json!({}),
@@ -104,22 +79,22 @@ async fn a_members_tools_are_their_grants_plus_their_roles_and_disable_refuses_t
         .await;
         assert_eq!(tool_names(&url, carol).await, ["query", "schema"]);
         assert_eq!(tool_names(&url, dave).await, ["echo", "query", "schema"]);
-        let members = send(&gw, Method::GET, "/v1/workspaces/acme/members", json!({})).await;
+        let members = gw
+            .admin_call(Method::GET, "/v1/workspaces/acme/members", json!({}))
+            .await;
         assert_eq!(members[0]["name"], "carol");
         assert_eq!(members[0]["roles"], json!(["db-readers"]), "{members}");
         assert_eq!(members[0]["disabled_ms"], Value::Null);
 
         // Unassigned, and the role deleted: back to own grants only.
-        send(
-            &gw,
+        gw.admin_call(
             Method::DELETE,
             "/v1/workspaces/acme/members/carol/roles/db-readers",
             json!({}),
         )
         .await;
         assert!(tool_names(&url, carol).await.is_empty());
-        send(
-            &gw,
+        gw.admin_call(
             Method::DELETE,
             "/v1/workspaces/acme/roles/db-readers",
             json!({}),
@@ -136,8 +111,7 @@ async fn a_members_tools_are_their_grants_plus_their_roles_and_disable_refuses_t
             .to_owned();
         let open = mcp_client(&url, dave).await.unwrap();
         open.list_all_tools().await.unwrap();
-        send(
-            &gw,
+        gw.admin_call(
             Method::PUT,
             "/v1/workspaces/acme/members/dave/disabled",
             json!({"disabled": true}),
@@ -164,19 +138,21 @@ async fn a_members_tools_are_their_grants_plus_their_roles_and_disable_refuses_t
             tool_names(&url, carol).await.is_empty(),
             "carol still gets in"
         );
-        let members = send(&gw, Method::GET, "/v1/workspaces/acme/members", json!({})).await;
+        let members = gw
+            .admin_call(Method::GET, "/v1/workspaces/acme/members", json!({}))
+            .await;
         assert!(members[1]["disabled_ms"].is_i64(), "{members}");
 
         // The refusals are in the audit trail, against dave.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let refused = loop {
-            let rows = send(
-                &gw,
-                Method::GET,
-                "/v1/audit?member=dave&status=denied",
-                json!({}),
-            )
-            .await;
+            let rows = gw
+                .admin_call(
+                    Method::GET,
+                    "/v1/audit?member=dave&status=denied",
+                    json!({}),
+                )
+                .await;
             let n = rows["records"].as_array().map_or(0, |rows| {
                 rows.iter()
                     .filter(|r| r["error_code"] == "member-disabled" && r["workspace"] == "acme")
@@ -189,8 +165,7 @@ async fn a_members_tools_are_their_grants_plus_their_roles_and_disable_refuses_t
         };
         assert!(refused >= 3, "{}: {refused} refusals audited", db.backend);
 
-        send(
-            &gw,
+        gw.admin_call(
             Method::PUT,
             "/v1/workspaces/acme/members/dave/disabled",
             json!({"disabled": false}),
@@ -282,7 +257,9 @@ async fn role_commands_refuse_bad_input_and_change_nothing() {
         StatusCode::NOT_FOUND,
         "ci:* is not the role's"
     );
-    let roles = send(&gw, Method::GET, "/v1/workspaces/acme/roles", json!({})).await;
+    let roles = gw
+        .admin_call(Method::GET, "/v1/workspaces/acme/roles", json!({}))
+        .await;
     assert_eq!(
         roles,
         json!([{"name": "r", "patterns": ["db:*"], "members": [], "created_ms": roles[0]["created_ms"]}]),

@@ -178,6 +178,26 @@ impl TestGateway {
             .bearer_auth(&self.admin_token)
     }
 
+    /// Sends `body` to the admin API with `method` at `path`, asserting success; the answer's
+    /// JSON (null when it has none).
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let resp = self
+            .admin(method, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
     /// POSTs `body` to the admin API at `path`, asserting success; the answer's JSON (null when
     /// it has none).
     pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
@@ -294,6 +314,21 @@ pub fn secrets_guard_dir() -> tempfile::TempDir {
         &guests::bytes(guests::SECRETS_GUARD),
     );
     policies
+}
+
+/// The tools `token` sees at `url` (through an rmcp client), sorted.
+pub async fn tool_names(url: &str, token: &str) -> Vec<String> {
+    let client = mcp_client(url, token).await.expect("connect");
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    client.cancel().await.expect("close");
+    names
 }
 
 /// An rmcp client (the official Rust SDK) connected to `url` with a bearer token.

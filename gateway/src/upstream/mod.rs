@@ -343,7 +343,7 @@ impl Upstream {
 }
 
 /// An error and its sources, in one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut reason = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
