@@ -451,3 +451,80 @@ async fn with_the_provider_down_cached_keys_work_until_they_expire_then_tokens_a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Two real `mcpgw serve` processes on one database: an identity-provider member disabled
+/// through one is refused by the other within a second, on SQLite and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_disabled_through_one_process_is_refused_by_the_other_within_a_second() {
+    use mcpgw_tests::ServeProcess;
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::ec("ec-1");
+    let issuer = TestIssuer::start(dir.path(), &[&key]).await;
+    for db in TestDb::all().await {
+        let upstream = Upstream::start(true).await;
+        let (a, b) = (ServeProcess::start(&db.url), ServeProcess::start(&db.url));
+        a.admin_call(Method::POST, "/v1/workspaces", json!({"name": "acme"}))
+            .await;
+        a.admin_call(
+            Method::POST,
+            "/v1/workspaces/acme/servers",
+            json!({"name": "db", "url": upstream.url}),
+        )
+        .await;
+        a.admin_call(
+            Method::POST,
+            "/v1/workspaces/acme/members",
+            json!({"name": "alice@example.com"}),
+        )
+        .await;
+        let audience = "https://gw.example/mcp";
+        a.admin_call(
+            Method::PUT,
+            "/v1/workspaces/acme/idp",
+            json!({"issuer": issuer.url, "audience": audience, "member_claim": "email",
+                   "ca_file": issuer.ca_file}),
+        )
+        .await;
+        let token = key.sign(&issuer.claims(
+            audience,
+            json!({"sub": "u-1", "email": "alice@example.com"}),
+        ));
+        let (a_url, b_url) = (
+            format!("{}/mcp/db", a.mcp_url),
+            format!("{}/mcp/db", b.mcp_url),
+        );
+        // B learns of the provider through the database and fetches its keys itself.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while list(&b_url, &token).await.0 != StatusCode::OK {
+            assert!(
+                Instant::now() < deadline,
+                "{}: B never took the token",
+                db.backend
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(list(&a_url, &token).await.0, StatusCode::OK);
+
+        let started = Instant::now();
+        a.admin_call(
+            Method::PUT,
+            "/v1/workspaces/acme/members/alice@example.com/disabled",
+            json!({"disabled": true}),
+        )
+        .await;
+        while list(&b_url, &token).await.0 != StatusCode::UNAUTHORIZED {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{}: B still takes the disabled member's token",
+                db.backend
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = started.elapsed();
+        assert_eq!(list(&a_url, &token).await.0, StatusCode::UNAUTHORIZED);
+        eprintln!(
+            "{}: disabled through process A, refused by process B after {took:?}",
+            db.backend
+        );
+    }
+}

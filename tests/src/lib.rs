@@ -316,6 +316,98 @@ pub fn secrets_guard_dir() -> tempfile::TempDir {
     policies
 }
 
+/// A real `mcpgw serve` process on `database` (ephemeral ports, its own data directory), killed
+/// when dropped. Needs the `mcpgw` binary beside the test executable (`cargo test --workspace`
+/// builds it).
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`: its MCP listener.
+    pub mcp_url: String,
+    /// `http://127.0.0.1:PORT`: its admin API.
+    pub admin_url: String,
+    _data: tempfile::TempDir,
+}
+
+/// The admin token of [`ServeProcess`]es.
+pub const SERVE_ADMIN_TOKEN: &str = "serve-process-admin-token-0123456789";
+
+impl ServeProcess {
+    /// Starts one and waits for its ready lines.
+    pub fn start(database: &str) -> ServeProcess {
+        use std::io::BufRead as _;
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|p| p.join("mcpgw"))
+            .filter(|b| b.is_file())
+            .expect(
+                "target/<profile>/mcpgw is missing: run the tests with `cargo test --workspace`",
+            );
+        let data = tempfile::tempdir().expect("data dir");
+        let mut child = std::process::Command::new(bin)
+            .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .env("MCPGW_ADMIN_TOKEN", SERVE_ADMIN_TOKEN)
+            .env("MCPGW_DATA_DIR", data.path())
+            .env("MCPGW_LOG", "warn")
+            .current_dir(data.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn mcpgw serve");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let (mut mcp_url, mut admin_url) = (String::new(), String::new());
+        for _ in 0..2 {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("ready line");
+            let url = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
+            if line.contains("admin API listening on") {
+                admin_url = url;
+            } else if line.contains("MCP endpoint listening on") {
+                mcp_url = url.trim_end_matches("/mcp/{server}").to_owned();
+            }
+        }
+        assert!(
+            mcp_url.starts_with("http://") && admin_url.starts_with("http://"),
+            "no ready lines"
+        );
+        ServeProcess {
+            child,
+            mcp_url,
+            admin_url,
+            _data: data,
+        }
+    }
+
+    /// Sends `body` to its admin API, asserting success; the answer's JSON.
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let resp = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.admin_url))
+            .bearer_auth(SERVE_ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The tools `token` sees at `url` (through an rmcp client), sorted.
 pub async fn tool_names(url: &str, token: &str) -> Vec<String> {
     let client = mcp_client(url, token).await.expect("connect");
