@@ -186,16 +186,7 @@ impl TestGateway {
         path: &str,
         body: serde_json::Value,
     ) -> serde_json::Value {
-        let resp = self
-            .admin(method, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
+        admin_json(self.admin(method, path), path, body).await
     }
 
     /// POSTs `body` to the admin API at `path`, asserting success; the answer's JSON (null when
@@ -316,6 +307,24 @@ pub fn secrets_guard_dir() -> tempfile::TempDir {
     policies
 }
 
+/// Sends an admin request with a JSON `body`, asserting success; the answer's JSON (null when it
+/// has none).
+async fn admin_json(
+    req: reqwest::RequestBuilder,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let resp = req
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
 /// A real `mcpgw serve` process on `database` (ephemeral ports, its own data directory), killed
 /// when dropped. Needs the `mcpgw` binary beside the test executable (`cargo test --workspace`
 /// builds it).
@@ -387,17 +396,10 @@ impl ServeProcess {
         path: &str,
         body: serde_json::Value,
     ) -> serde_json::Value {
-        let resp = reqwest::Client::new()
+        let req = reqwest::Client::new()
             .request(method, format!("{}{path}", self.admin_url))
-            .bearer_auth(SERVE_ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
+            .bearer_auth(SERVE_ADMIN_TOKEN);
+        admin_json(req, path, body).await
     }
 }
 
