@@ -24,7 +24,9 @@
 //! The token itself is never stored, logged or forwarded: the audit trail gets the member, the
 //! subject and the issuer.
 
-use crate::identity::{AuthError, Directory, Identity, MemberView, Refusal, WorkspaceView};
+use crate::identity::{
+    AuthError, Directory, Identity, MemberView, Refusal, Snapshot, WorkspaceView,
+};
 use crate::policy::Principal;
 use crate::store::{self, IdpConfig, TlsFiles, now_ms};
 use crate::upstream::error_chain;
@@ -477,8 +479,9 @@ impl Idp {
             tracing::info!(workspace = %ws.name, claim = %idp.member_claim, "the member claim's value is not a usable member name");
             return Err(AuthError::Invalid.into());
         }
-        let (ws, member) = match ws.members.get(name) {
-            Some(m) => (ws.clone(), m.clone()),
+        let snapshot = directory.snapshot();
+        let (snapshot, ws, member) = match snapshot.member(&ws.name, name) {
+            Some(m) => (snapshot, ws.clone(), m),
             None if idp.auto_create => self.create(&ws.name, name, directory).await?,
             None => return Err(AuthError::UnknownMember.into()),
         };
@@ -487,7 +490,7 @@ impl Idp {
             let groups = groups(&claims, claim);
             for mapping in &idp.role_map {
                 if groups.contains(&mapping.group.as_str())
-                    && let Some(patterns) = ws.roles.get(&mapping.role)
+                    && let Some(patterns) = snapshot.role(&ws.name, &mapping.role)
                 {
                     grants.extend(patterns.iter().cloned());
                 }
@@ -538,7 +541,7 @@ impl Idp {
         workspace: &str,
         name: &str,
         directory: &Directory,
-    ) -> Result<(Arc<WorkspaceView>, Arc<MemberView>), Refusal> {
+    ) -> Result<(Arc<Snapshot>, Arc<WorkspaceView>, Arc<MemberView>), Refusal> {
         match directory.store().member_add(workspace, name).await {
             Ok(_) => tracing::info!(workspace, member = name, "member created on first sign-in"),
             // Two first requests at once: the other one created them.
@@ -556,12 +559,10 @@ impl Idp {
             .workspace(workspace)
             .cloned()
             .ok_or(AuthError::UnknownMember)?;
-        let member = ws
-            .members
-            .get(name)
-            .cloned()
+        let member = snapshot
+            .member(workspace, name)
             .ok_or(AuthError::UnknownMember)?;
-        Ok((ws, member))
+        Ok((snapshot, ws, member))
     }
 }
 

@@ -520,3 +520,172 @@ async fn member_import_is_checked_whole_then_written_in_batches() {
         );
     }
 }
+
+/// The snapshot follows the store through the identity journal one change at a time: after
+/// every kind of change (workspace, server, enforcement, identity provider, member, grant, role,
+/// role grant, assignment, disable, token issue and revoke, deletes that cascade) the caught-up
+/// snapshot describes exactly what a snapshot built whole from the store describes; a caller the
+/// change does not concern keeps the very same `Identity` (shared, not rebuilt); and a directory
+/// further behind than the pruned journal reaches rebuilds whole and is right too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_caught_up_change_by_change_equals_one_built_whole() {
+    for db in TestDb::all().await {
+        let (store, dir) = open(&db).await;
+        let lagging = Directory::open(store.clone()).await.unwrap();
+        let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        store.workspace_create("acme").await.unwrap();
+        store.workspace_create("other").await.unwrap();
+        store.member_add("other", "zed").await.unwrap();
+        let zed = store.token_issue("other", Some("zed"), None).await.unwrap();
+        dir.reload().await.unwrap();
+        let zed_before = dir.authenticate(&zed.token).unwrap();
+
+        let check = |step: &'static str| {
+            let (db, dir, store, zed) = (&db, &dir, &store, &zed);
+            let zed_before = zed_before.clone();
+            async move {
+                dir.reload().await.unwrap();
+                let whole = Directory::open(store.clone()).await.unwrap();
+                assert_eq!(
+                    dir.snapshot().describe(),
+                    whole.snapshot().describe(),
+                    "{}: after {step}",
+                    db.backend
+                );
+                if !step.starts_with("other:") {
+                    assert!(
+                        std::sync::Arc::ptr_eq(&zed_before, &dir.authenticate(&zed.token).unwrap()),
+                        "{}: {step} rebuilt an unrelated caller",
+                        db.backend
+                    );
+                }
+            }
+        };
+        store
+            .server_add("acme", "db", "http://127.0.0.1:1/mcp", vec![], None)
+            .await
+            .unwrap();
+        check("server add").await;
+        store.member_add("acme", "alice").await.unwrap();
+        store.member_add("acme", "bob").await.unwrap();
+        check("member add").await;
+        let alice = store
+            .token_issue("acme", Some("alice"), None)
+            .await
+            .unwrap();
+        let alice2 = store
+            .token_issue("acme", Some("alice"), Some(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        let bob = store.token_issue("acme", Some("bob"), None).await.unwrap();
+        let system = store.token_issue("acme", None, None).await.unwrap();
+        check("token issue").await;
+        store
+            .grant_add("acme", "alice", &s(&["db:query"]))
+            .await
+            .unwrap();
+        check("grant add").await;
+        store
+            .role_create("acme", "ops", &s(&["ci:*"]))
+            .await
+            .unwrap();
+        check("role create").await;
+        store.role_assign("acme", "alice", "ops").await.unwrap();
+        store.role_assign("acme", "bob", "ops").await.unwrap();
+        check("role assign").await;
+        assert_eq!(
+            dir.authenticate(&bob.token).unwrap().principal.grants,
+            s(&["ci:*"])
+        );
+        store
+            .role_grant("acme", "ops", &s(&["db:schema"]))
+            .await
+            .unwrap();
+        check("role grant").await;
+        assert_eq!(
+            dir.authenticate(&alice2.token).unwrap().principal.grants,
+            s(&["ci:*", "db:query", "db:schema"])
+        );
+        store
+            .role_revoke("acme", "ops", &s(&["ci:*"]))
+            .await
+            .unwrap();
+        check("role revoke").await;
+        store.role_unassign("acme", "bob", "ops").await.unwrap();
+        check("role unassign").await;
+        store
+            .member_set_disabled("acme", "alice", true)
+            .await
+            .unwrap();
+        check("disable").await;
+        assert_eq!(
+            dir.authenticate(&alice.token).unwrap_err(),
+            AuthError::Disabled
+        );
+        store
+            .member_set_disabled("acme", "alice", false)
+            .await
+            .unwrap();
+        check("enable").await;
+        store.enforce_set("acme", true).await.unwrap();
+        check("enforce").await;
+        assert!(dir.authenticate(&system.token).unwrap().workspace.enforce);
+        store.token_revoke(&alice.info.id, None).await.unwrap();
+        check("token revoke").await;
+        assert_eq!(
+            dir.authenticate(&alice.token).unwrap_err(),
+            AuthError::Invalid
+        );
+        assert!(dir.authenticate(&alice2.token).is_ok());
+        store
+            .grant_remove("acme", "alice", &s(&["db:query"]))
+            .await
+            .unwrap();
+        check("grant remove").await;
+        store.role_delete("acme", "ops").await.unwrap();
+        check("role delete").await;
+        store.member_remove("acme", "bob").await.unwrap();
+        check("member remove").await;
+        assert_eq!(
+            dir.authenticate(&bob.token).unwrap_err(),
+            AuthError::Invalid
+        );
+        store
+            .idp_set(
+                "acme",
+                &store::IdpConfig {
+                    issuer: "https://idp.example".into(),
+                    audience: "https://gw.example/mcp".into(),
+                    member_claim: "sub".into(),
+                    groups_claim: None,
+                    role_map: vec![],
+                    auto_create: false,
+                    scopes: vec![],
+                    ca_file: None,
+                },
+            )
+            .await
+            .unwrap();
+        check("idp set").await;
+
+        // Far behind: the journal was pruned past the lagging directory's position.
+        store.identity_prune(store::now_ms() + 1).await.unwrap();
+        store.member_add("acme", "carol").await.unwrap();
+        lagging.reload().await.unwrap();
+        dir.reload().await.unwrap();
+        assert_eq!(
+            lagging.snapshot().describe(),
+            dir.snapshot().describe(),
+            "{}",
+            db.backend
+        );
+        check("prune").await;
+
+        store.workspace_delete("other").await.unwrap();
+        check("other: workspace delete").await;
+        assert_eq!(
+            dir.authenticate(&zed.token).unwrap_err(),
+            AuthError::Invalid
+        );
+    }
+}

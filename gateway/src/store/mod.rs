@@ -517,6 +517,16 @@ pub struct Rows {
 /// JSON).
 pub type ServerRow = (i64, String, String, String, Option<String>, Option<String>);
 
+/// What the identity journal holds after a reader's position.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Rows up to this `seq` have been deleted: a reader whose position is before it missed some.
+    pub pruned_through: i64,
+    /// (seq, kind, ref): kind `workspace`, `member`, `role` or `token`; ref the workspace,
+    /// member or role id, or the token's id.
+    pub changes: Vec<(i64, String, String)>,
+}
+
 /// Prefix of every token.
 pub const TOKEN_PREFIX: &str = "mcpgw_";
 
@@ -1113,6 +1123,142 @@ impl Store {
             };
             tx.commit().await?;
             Ok(rows)
+        })
+    }
+
+    /// The identity journal's position now: the last change recorded (0 when none ever was).
+    /// Read before the rows of a full load, so that every change the load might have missed
+    /// comes after it (and applying a change twice is harmless).
+    pub async fn identity_head(&self) -> Result<i64> {
+        with_db!(&self.db, p => {
+            let head: (Option<i64>, i64) = sqlx::query_as(
+                "SELECT (SELECT MAX(seq) FROM identity_changes), pruned_through FROM identity_journal WHERE id = 1",
+            )
+            .fetch_one(p)
+            .await?;
+            Ok(head.0.unwrap_or(0).max(head.1))
+        })
+    }
+
+    /// The identity changes recorded after `after`, oldest first, at most `limit`, and up to
+    /// where the journal has been pruned (a reader behind that has missed changes).
+    pub async fn identity_changes(&self, after: i64, limit: i64) -> Result<Journal> {
+        with_db!(&self.db, p => {
+            let pruned_through: i64 =
+                sqlx::query_scalar("SELECT pruned_through FROM identity_journal WHERE id = 1")
+                    .fetch_one(p)
+                    .await?;
+            let changes: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT seq, kind, ref FROM identity_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(Journal { pruned_through, changes })
+        })
+    }
+
+    /// Deletes the journal's rows recorded before `before_ms` (every process has long applied
+    /// them) and notes up to where. Returns how many went.
+    pub async fn identity_prune(&self, before_ms: i64) -> Result<u64> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            let through: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(seq) FROM identity_changes WHERE at_ms < $1")
+                    .bind(before_ms)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let Some(through) = through else {
+                return Ok(0);
+            };
+            let gone = sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
+                .bind(through)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE identity_journal SET pruned_through = $1 WHERE id = 1 AND pruned_through < $1",
+            )
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(gone)
+        })
+    }
+
+    /// The rows of one workspace as the snapshot needs them (its servers and identity provider;
+    /// not its members, roles or tokens), or `None` when it is gone.
+    pub async fn workspace_rows(&self, id: i64) -> Result<Option<Rows>> {
+        with_db!(&self.db, p => {
+            let workspaces: Vec<(i64, String, bool)> =
+                sqlx::query_as("SELECT id, name, enforce FROM workspaces WHERE id = $1")
+                    .bind(id)
+                    .fetch_all(p)
+                    .await?;
+            if workspaces.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Rows {
+                workspaces,
+                servers: sqlx::query_as("SELECT workspace_id, name, url, headers, prefix, transport FROM servers WHERE workspace_id = $1 ORDER BY name").bind(id).fetch_all(p).await?,
+                idps: sqlx::query_as("SELECT workspace_id, config FROM idps WHERE workspace_id = $1").bind(id).fetch_all(p).await?,
+                ..Rows::default()
+            }))
+        })
+    }
+
+    /// The rows of one member: the member, their grants, their roles and their tokens, or
+    /// `None` when they are gone.
+    pub async fn member_rows(&self, id: i64) -> Result<Option<Rows>> {
+        with_db!(&self.db, p => {
+            let members: Vec<(i64, i64, String, Option<i64>)> =
+                sqlx::query_as("SELECT id, workspace_id, name, disabled_ms FROM members WHERE id = $1")
+                    .bind(id)
+                    .fetch_all(p)
+                    .await?;
+            if members.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Rows {
+                members,
+                grants: sqlx::query_as("SELECT member_id, pattern FROM grants WHERE member_id = $1 ORDER BY pattern").bind(id).fetch_all(p).await?,
+                member_roles: sqlx::query_as("SELECT member_id, role_id FROM member_roles WHERE member_id = $1").bind(id).fetch_all(p).await?,
+                tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens WHERE member_id = $1").bind(id).fetch_all(p).await?,
+                ..Rows::default()
+            }))
+        })
+    }
+
+    /// The rows of one role: the role, its patterns and who holds it, or `None` when it is
+    /// gone.
+    pub async fn role_rows(&self, id: i64) -> Result<Option<Rows>> {
+        with_db!(&self.db, p => {
+            let roles: Vec<(i64, i64, String)> =
+                sqlx::query_as("SELECT id, workspace_id, name FROM roles WHERE id = $1")
+                    .bind(id)
+                    .fetch_all(p)
+                    .await?;
+            if roles.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Rows {
+                roles,
+                role_grants: sqlx::query_as("SELECT role_id, pattern FROM role_grants WHERE role_id = $1 ORDER BY pattern").bind(id).fetch_all(p).await?,
+                member_roles: sqlx::query_as("SELECT member_id, role_id FROM member_roles WHERE role_id = $1").bind(id).fetch_all(p).await?,
+                ..Rows::default()
+            }))
+        })
+    }
+
+    /// One token's row, or `None` when it is gone.
+    pub async fn token_row(&self, id: &str) -> Result<Option<TokenRow>> {
+        with_db!(&self.db, p => {
+            Ok(sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?)
         })
     }
 
