@@ -183,6 +183,12 @@ struct DisabledBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct GroupRoleBody {
+    role: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VerifyBody {
     token: String,
 }
@@ -198,7 +204,7 @@ async fn role_named(store: &store::Store, ws: &str, name: &str) -> Result<store:
 }
 
 /// `k=v&…` with percent-decoding (`+` is a space).
-fn query_params(query: &str) -> Vec<(String, String)> {
+pub(crate) fn query_params(query: &str) -> Vec<(String, String)> {
     fn decode(s: &str) -> String {
         let bytes = s.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
@@ -286,6 +292,11 @@ impl Admin {
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         if req.method() == Method::GET && segments == ["healthz"] {
             return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+        }
+        // SCIM has its own bearer token per workspace, checked there.
+        if let ["scim", "v2", workspace, rest @ ..] = segments.as_slice() {
+            let query = req.uri().query().unwrap_or("").to_owned();
+            return Ok(crate::scim::handle(&self.directory, req, workspace, rest, &query).await);
         }
         if !self.authorized(&req) {
             return Err(Error::Unauthorized);
@@ -497,6 +508,24 @@ impl Admin {
                         Err(r) => json!({"valid": false, "reason": r.error.to_string()}),
                     },
                 )
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "scim", "token"]) => {
+                let token = store.scim_token_issue(ws).await?;
+                created(
+                    json!({"workspace": ws, "token": token, "base_path": format!("/scim/v2/{ws}")}),
+                )
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "scim", "token"]) => {
+                store.scim_token_revoke(ws).await?;
+                ok(json!({"workspace": ws, "scim": "revoked"}))
+            }
+            (&Method::PUT, ["v1", "workspaces", ws, "scim", "groups", group, "role"]) => {
+                let body: GroupRoleBody = read_json(req).await?;
+                store
+                    .scim_group_map(ws, group, body.role.as_deref())
+                    .await?;
+                self.changed().await;
+                ok(json!({"workspace": ws, "group": group, "role": body.role}))
             }
             (&Method::GET, ["v1", "policy", "status"]) => ok(to_json(&self.policies.status())),
             (&Method::GET, ["v1", "audit"]) => {

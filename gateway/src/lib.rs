@@ -26,6 +26,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
+pub mod scim;
 pub mod store;
 pub mod tls;
 pub mod upstream;

@@ -12,6 +12,7 @@ mod dev;
 mod identity;
 mod idp;
 mod policy;
+mod scim;
 mod status;
 
 use anyhow::{Context, Result};
@@ -97,6 +98,9 @@ enum Command {
     /// The workspace's identity provider: OIDC JWTs as members' credentials.
     #[command(subcommand)]
     Idp(idp::IdpCmd),
+    /// SCIM provisioning from the identity provider: its token, and the role each group gives.
+    #[command(subcommand)]
+    Scim(scim::ScimCmd),
     /// Turn a workspace's enforcement on (denials refuse calls) or off (denials are would-deny).
     Enforce { workspace: String, state: OnOff },
     /// Work with policy modules offline.
@@ -211,6 +215,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     .await
                     .with_context(|| format!("open {}", redact_url(&config.database)))?;
                 idp::run(&store, &config, cmd, g.json).await
+            })
+        }
+        Command::Scim(cmd) => {
+            let config = load_config(&g)?;
+            runtime()?.block_on(async move {
+                let store = Store::connect(&config.database)
+                    .await
+                    .with_context(|| format!("open {}", redact_url(&config.database)))?;
+                scim::run(&store, config.admin_listen, cmd, g.json).await
             })
         }
         command => {

@@ -18,6 +18,7 @@ use std::str::FromStr;
 pub mod idp;
 pub mod import;
 pub mod roles;
+pub mod scim;
 pub mod transport;
 pub use idp::{IdpConfig, RoleMapping};
 pub use roles::Role;
@@ -526,6 +527,13 @@ pub struct Journal {
     /// member or role id, or the token's id.
     pub changes: Vec<(i64, String, String)>,
 }
+
+/// Who holds which role: assigned directly, or through a SCIM group mapped to it.
+const MEMBER_ROLES: &str = "SELECT member_id, role_id FROM member_roles UNION SELECT gm.member_id, g.role_id FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id WHERE g.role_id IS NOT NULL";
+/// The same for one member.
+const MEMBER_ROLES_OF_MEMBER: &str = "SELECT member_id, role_id FROM member_roles WHERE member_id = $1 UNION SELECT gm.member_id, g.role_id FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id WHERE g.role_id IS NOT NULL AND gm.member_id = $1";
+/// The same for one role.
+const MEMBER_ROLES_OF_ROLE: &str = "SELECT member_id, role_id FROM member_roles WHERE role_id = $1 UNION SELECT gm.member_id, g.role_id FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id WHERE g.role_id IS NOT NULL AND g.role_id = $1";
 
 /// Prefix of every token.
 pub const TOKEN_PREFIX: &str = "mcpgw_";
@@ -1117,7 +1125,7 @@ impl Store {
                 grants: sqlx::query_as("SELECT member_id, pattern FROM grants ORDER BY pattern").fetch_all(&mut *tx).await?,
                 roles: sqlx::query_as("SELECT id, workspace_id, name FROM roles").fetch_all(&mut *tx).await?,
                 role_grants: sqlx::query_as("SELECT role_id, pattern FROM role_grants ORDER BY pattern").fetch_all(&mut *tx).await?,
-                member_roles: sqlx::query_as("SELECT member_id, role_id FROM member_roles").fetch_all(&mut *tx).await?,
+                member_roles: sqlx::query_as(MEMBER_ROLES).fetch_all(&mut *tx).await?,
                 idps: sqlx::query_as("SELECT workspace_id, config FROM idps").fetch_all(&mut *tx).await?,
                 tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens").fetch_all(&mut *tx).await?,
             };
@@ -1224,7 +1232,7 @@ impl Store {
             Ok(Some(Rows {
                 members,
                 grants: sqlx::query_as("SELECT member_id, pattern FROM grants WHERE member_id = $1 ORDER BY pattern").bind(id).fetch_all(p).await?,
-                member_roles: sqlx::query_as("SELECT member_id, role_id FROM member_roles WHERE member_id = $1").bind(id).fetch_all(p).await?,
+                member_roles: sqlx::query_as(MEMBER_ROLES_OF_MEMBER).bind(id).fetch_all(p).await?,
                 tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens WHERE member_id = $1").bind(id).fetch_all(p).await?,
                 ..Rows::default()
             }))
@@ -1246,7 +1254,7 @@ impl Store {
             Ok(Some(Rows {
                 roles,
                 role_grants: sqlx::query_as("SELECT role_id, pattern FROM role_grants WHERE role_id = $1 ORDER BY pattern").bind(id).fetch_all(p).await?,
-                member_roles: sqlx::query_as("SELECT member_id, role_id FROM member_roles WHERE role_id = $1").bind(id).fetch_all(p).await?,
+                member_roles: sqlx::query_as(MEMBER_ROLES_OF_ROLE).bind(id).fetch_all(p).await?,
                 ..Rows::default()
             }))
         })

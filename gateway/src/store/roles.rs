@@ -27,7 +27,7 @@ type RoleRow = (i64, String, i64);
 type Pair = (i64, String);
 
 impl Store {
-    async fn role_id(&self, ws: i64, name: &str) -> Result<i64> {
+    pub(super) async fn role_id(&self, ws: i64, name: &str) -> Result<i64> {
         let id: Option<i64> = with_db!(&self.db, p => sqlx::query_scalar("SELECT id FROM roles WHERE workspace_id = $1 AND name = $2")
             .bind(ws).bind(name).fetch_optional(p).await?);
         id.ok_or_else(|| Error::NotFound("role", name.to_owned()))
