@@ -9,6 +9,7 @@ mod policy;
 mod proxy;
 mod python_sdk;
 mod roles;
+mod scale;
 mod scim;
 mod stdio;
 mod stdio_fixture;

@@ -179,21 +179,15 @@ impl Store {
         let ws = self.workspace_id(workspace).await?;
         let now = now_ms();
         let disabled = (!fields.active).then_some(now);
-        let id: i64 = with_db!(&self.db, p => {
-            let mut tx = p.begin().await?;
-            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM members WHERE workspace_id = $1 AND lower(name) = lower($2)")
-                .bind(ws).bind(&fields.user_name).fetch_optional(&mut *tx).await?;
-            if taken.is_some() {
-                return Err(Error::Duplicate("userName", fields.user_name.clone()));
-            }
-            let id = sqlx::query_scalar(
-                "INSERT INTO members (workspace_id, name, created_ms, disabled_ms, scim, scim_external_id, scim_modified_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $3) RETURNING id")
-                .bind(ws).bind(&fields.user_name).bind(now).bind(disabled).bind(&fields.attributes).bind(&fields.external_id)
-                .fetch_one(&mut *tx).await.map_err(|e| duplicate_or(e, "userName", &fields.user_name))?;
-            tx.commit().await?;
-            id
-        });
+        // One statement (a read-then-write transaction fails with SQLITE_BUSY_SNAPSHOT when
+        // another writer commits in between): insert unless the name is taken in any case.
+        let id: Option<i64> = with_db!(&self.db, p => sqlx::query_scalar(
+            "INSERT INTO members (workspace_id, name, created_ms, disabled_ms, scim, scim_external_id, scim_modified_ms) \
+             SELECT $1, $2, $3, $4, $5, $6, $3 \
+             WHERE NOT EXISTS (SELECT 1 FROM members WHERE workspace_id = $1 AND lower(name) = lower($2)) RETURNING id")
+            .bind(ws).bind(&fields.user_name).bind(now).bind(disabled).bind(&fields.attributes).bind(&fields.external_id)
+            .fetch_optional(p).await.map_err(|e| duplicate_or(e, "userName", &fields.user_name))?);
+        let id = id.ok_or_else(|| Error::Duplicate("userName", fields.user_name.clone()))?;
         Ok(id)
     }
 
@@ -267,27 +261,25 @@ impl Store {
         validate_name("userName", &fields.user_name)?;
         let ws = self.workspace_id(workspace).await?;
         let now = now_ms();
-        with_db!(&self.db, p => {
-            let mut tx = p.begin().await?;
-            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM members WHERE workspace_id = $1 AND lower(name) = lower($2) AND id <> $3")
-                .bind(ws).bind(&fields.user_name).bind(id).fetch_optional(&mut *tx).await?;
-            if taken.is_some() {
-                return Err(Error::Duplicate("userName", fields.user_name.clone()));
-            }
-            let done = sqlx::query(
-                "UPDATE members SET name = $1, \
-                 disabled_ms = CASE WHEN $2 THEN NULL ELSE COALESCE(disabled_ms, $3) END, \
-                 scim = $4, scim_external_id = $5, scim_modified_ms = $3 \
-                 WHERE workspace_id = $6 AND id = $7")
-                .bind(&fields.user_name).bind(fields.active).bind(now).bind(&fields.attributes)
-                .bind(&fields.external_id).bind(ws).bind(id)
-                .execute(&mut *tx).await.map_err(|e| duplicate_or(e, "userName", &fields.user_name))?
-                .rows_affected();
-            if done == 0 {
-                return Err(Error::NotFound("User", id.to_string()));
-            }
-            tx.commit().await?;
-        });
+        // One statement, as in `scim_user_create`; when it changes nothing, find out why.
+        let done = with_db!(&self.db, p => sqlx::query(
+            "UPDATE members SET name = $1, \
+             disabled_ms = CASE WHEN $2 THEN NULL ELSE COALESCE(disabled_ms, $3) END, \
+             scim = $4, scim_external_id = $5, scim_modified_ms = $3 \
+             WHERE workspace_id = $6 AND id = $7 \
+             AND NOT EXISTS (SELECT 1 FROM members o WHERE o.workspace_id = $6 AND lower(o.name) = lower($1) AND o.id <> $7)")
+            .bind(&fields.user_name).bind(fields.active).bind(now).bind(&fields.attributes)
+            .bind(&fields.external_id).bind(ws).bind(id)
+            .execute(p).await.map_err(|e| duplicate_or(e, "userName", &fields.user_name))?
+            .rows_affected());
+        if done == 0 {
+            let exists: Option<i64> = with_db!(&self.db, p => sqlx::query_scalar("SELECT id FROM members WHERE workspace_id = $1 AND id = $2")
+                .bind(ws).bind(id).fetch_optional(p).await?);
+            return Err(match exists {
+                Some(_) => Error::Duplicate("userName", fields.user_name.clone()),
+                None => Error::NotFound("User", id.to_string()),
+            });
+        }
         Ok(())
     }
 
