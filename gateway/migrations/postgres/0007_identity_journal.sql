@@ -18,6 +18,11 @@ CREATE TABLE identity_changes (
 );
 CREATE INDEX identity_changes_at ON identity_changes (at_ms);
 
+-- Catching up on one member reads their tokens: without this, every member change scanned every
+-- token (measured: both processes at 100% CPU while 10,000 users were provisioned beside 100,000
+-- tokens).
+CREATE INDEX tokens_member ON tokens (member_id);
+
 CREATE TABLE identity_journal (
     id             INTEGER PRIMARY KEY CHECK (id = 1),
     pruned_through BIGINT  NOT NULL
