@@ -201,3 +201,198 @@ async fn identity_at_100000_tokens_and_scim_onboarding_of_10000() {
         let _ = Instant::now();
     }
 }
+
+/// The audit trail at 10 million records (`MCPGW_SCALE_AUDIT_RECORDS` to change), on both
+/// databases: written through the real appender (hash chains, 20 workspaces, 1,000 members, 50
+/// tools, 1 % denials, over 30 days); then `audit list` by member, tool, decision and time window
+/// (the newest 100 each); `verify` of one workspace and of everything, with its rate; and `prune`
+/// of the oldest 10 % while a writer keeps appending, with the writer's longest wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test --release -p mcpgw-tests --test e2e scale -- --ignored --nocapture"]
+async fn audit_at_10_million_records() {
+    use mcpgw::audit::{self, Record, store::Appender, store::Filter};
+    let total: usize = std::env::var("MCPGW_SCALE_AUDIT_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    const DAY: i64 = 86_400_000;
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let store = Store::connect(&db.url).await.unwrap();
+        let appender = Appender::new(store.db());
+        let base = mcpgw::store::now_ms() - 31 * DAY;
+        let step = (30 * DAY) as f64 / total as f64;
+        let record = move |i: usize| Record {
+            workspace: format!("ws{:02}", i % 20),
+            ts_ms: base + (i as f64 * step) as i64,
+            kind: audit::KIND_CALL.into(),
+            member: Some(format!("m{:04}", (i / 20) % 1000)),
+            token_id: Some(format!("tok_{:04}", (i / 20) % 1000)),
+            server: format!("s{}", i % 5),
+            tool: format!("t{:02}", (i / 7) % 50),
+            decision: match i % 100 {
+                3 => "deny",
+                1 | 2 => "would-deny",
+                _ => "allow",
+            }
+            .into(),
+            status: if i % 100 == 3 { "denied" } else { "success" }.into(),
+            latency_us: 800,
+            upstream_latency_us: Some(500),
+            request_id: format!("req-{i}"),
+            ..Record::default()
+        };
+        let started = Instant::now();
+        let mut batch = Vec::with_capacity(1000);
+        for i in 0..total {
+            batch.push(record(i));
+            if batch.len() == 1000 {
+                appender.append(&mut batch).await.unwrap();
+                batch.clear();
+            }
+        }
+        appender.append(&mut batch).await.unwrap();
+        let wrote = started.elapsed();
+        eprintln!(
+            "{b}: {total} records appended in {wrote:?} ({:.0} records/s)",
+            total as f64 / wrote.as_secs_f64()
+        );
+
+        let timed = |name: &'static str, filter: Filter| {
+            let db = store.db().clone();
+            async move {
+                let mut best = Duration::MAX;
+                let mut n = 0;
+                for _ in 0..3 {
+                    let t = Instant::now();
+                    n = audit::store::query(&db, &filter).await.unwrap().len();
+                    best = best.min(t.elapsed());
+                }
+                eprintln!("{b}: audit list {name}: {n} records in {best:?} (best of 3)");
+                assert!(n > 0, "{b}: {name} found nothing");
+                best
+            }
+        };
+        let mid = base + 15 * DAY;
+        let some = |v: &str| Some(v.to_owned());
+        let mut worst = Duration::ZERO;
+        for (name, f) in [
+            (
+                "--member m0500",
+                Filter {
+                    member: some("m0500"),
+                    ..Filter::default()
+                },
+            ),
+            (
+                "--tool t07",
+                Filter {
+                    tool: some("t07"),
+                    ..Filter::default()
+                },
+            ),
+            (
+                "--decision deny",
+                Filter {
+                    decision: some("deny"),
+                    ..Filter::default()
+                },
+            ),
+            (
+                "--since/--until (one hour, mid-range)",
+                Filter {
+                    since_ms: Some(mid),
+                    until_ms: Some(mid + 3_600_000),
+                    ..Filter::default()
+                },
+            ),
+            (
+                "--member m0500 --since/--until (one day)",
+                Filter {
+                    member: some("m0500"),
+                    since_ms: Some(mid),
+                    until_ms: Some(mid + DAY),
+                    ..Filter::default()
+                },
+            ),
+            (
+                "--workspace ws03 --decision deny",
+                Filter {
+                    workspace: some("ws03"),
+                    decision: some("deny"),
+                    ..Filter::default()
+                },
+            ),
+        ] {
+            worst = worst.max(timed(name, f).await);
+        }
+
+        let report = audit::store::verify(store.db(), Some("ws03"), &[])
+            .await
+            .unwrap();
+        assert!(report.broken.is_none(), "{b}: {:?}", report.broken);
+        eprintln!(
+            "{b}: verify one workspace: {} records in {} ms ({} records/s)",
+            report.records, report.elapsed_ms, report.records_per_s
+        );
+        let report = audit::store::verify(store.db(), None, &[]).await.unwrap();
+        assert!(report.broken.is_none(), "{b}: {:?}", report.broken);
+        assert_eq!(report.records as usize, total);
+        eprintln!(
+            "{b}: verify everything: {} records in {} ms ({} records/s)",
+            report.records, report.elapsed_ms, report.records_per_s
+        );
+
+        // Prune the oldest 10 % while a writer appends a batch of 100 every 10 ms.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (stop, db) = (stop.clone(), store.db().clone());
+            tokio::spawn(async move {
+                let appender = Appender::new(&db);
+                let (mut longest, mut batches) = (Duration::ZERO, 0);
+                let mut i = total;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut batch: Vec<Record> = (0..100)
+                        .map(|k| Record {
+                            ts_ms: mcpgw::store::now_ms(),
+                            ..record(i + k)
+                        })
+                        .collect();
+                    i += 100;
+                    let t = Instant::now();
+                    appender.append(&mut batch).await.unwrap();
+                    longest = longest.max(t.elapsed());
+                    batches += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (longest, batches)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        let pruned = audit::store::prune(store.db(), base + 3 * DAY)
+            .await
+            .unwrap();
+        let prune_took = t.elapsed();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (longest, batches) = writer.await.unwrap();
+        let removed: u64 = pruned.iter().map(|p| p.removed).sum();
+        eprintln!(
+            "{b}: prune of {removed} records in {prune_took:?} ({:.0} records/s); meanwhile {batches} appends of 100, the longest {longest:?}",
+            removed as f64 / prune_took.as_secs_f64()
+        );
+        let report = audit::store::verify(store.db(), Some("ws03"), &[])
+            .await
+            .unwrap();
+        assert!(
+            report.broken.is_none(),
+            "{b}: after prune: {:?}",
+            report.broken
+        );
+        assert!(
+            worst < Duration::from_millis(100),
+            "{b}: a list took {worst:?}"
+        );
+    }
+}

@@ -317,9 +317,11 @@ pub async fn run(store: &Store, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
             }
             if !json {
                 println!(
-                    "ok: {} records in {} chains verified",
+                    "ok: {} records in {} chains verified in {:.1} s ({} records/s)",
                     report.records,
-                    report.chains.len()
+                    report.chains.len(),
+                    report.elapsed_ms as f64 / 1000.0,
+                    report.records_per_s
                 );
                 for c in &report.chains {
                     println!("{}\t{}\t{}", chain_name(&c.workspace), c.seq, c.hash);
