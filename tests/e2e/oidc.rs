@@ -13,24 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A raw `initialize` with `token`: the status and the challenge.
 async fn list(url: &str, token: &str) -> (StatusCode, String) {
-    let resp = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "oidc-test", "version": "1"}}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    let challenge = resp
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (resp.status(), challenge)
+    mcpgw_tests::initialize_status(url, token).await
 }
 
 async fn auth_records(gw: &TestGateway) -> Vec<Value> {

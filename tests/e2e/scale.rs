@@ -21,19 +21,7 @@ use std::time::{Duration, Instant};
 const MEMBERS: usize = 100_000;
 
 async fn initialize(url: &str, token: &str) -> StatusCode {
-    reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "scale", "version": "1"}}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .status()
+    mcpgw_tests::initialize_status(url, token).await.0
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {

@@ -45,19 +45,7 @@ fn patch(ops: Value) -> Option<Value> {
 
 /// Status of a raw `initialize` with `token`.
 async fn status(url: &str, token: &str) -> StatusCode {
-    reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "scim-test", "version": "1"}}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .status()
+    mcpgw_tests::initialize_status(url, token).await.0
 }
 
 async fn eventually_tools(url: &str, token: &str, want: &[&str], backend: &str) {

@@ -427,6 +427,30 @@ impl Drop for ServeProcess {
     }
 }
 
+/// A raw 2025-11-25 `initialize` with `token` at `url`, as a client's first request: its status
+/// and `WWW-Authenticate` challenge (empty when none), to see whether a credential is taken.
+pub async fn initialize_status(url: &str, token: &str) -> (reqwest::StatusCode, String) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "mcpgw-tests", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (resp.status(), challenge)
+}
+
 /// The tools `token` sees at `url` (through an rmcp client), sorted.
 pub async fn tool_names(url: &str, token: &str) -> Vec<String> {
     let client = mcp_client(url, token).await.expect("connect");
