@@ -934,6 +934,7 @@ fn resource_type(name: &str, schema: &str) -> Value {
     })
 }
 
+/// One attribute of a published schema (RFC 7643 §7).
 fn attribute(
     name: &str,
     kind: &str,
@@ -949,7 +950,96 @@ fn attribute(
     })
 }
 
+/// A plain read-write string.
+fn string(name: &str) -> Value {
+    attribute(name, "string", false, false, "readWrite", "none")
+}
+
+/// A complex attribute with its sub-attributes.
+fn complex(name: &str, multi: bool, mutability: &str, sub: Vec<Value>) -> Value {
+    json!({
+        "name": name, "type": "complex", "multiValued": multi, "required": false,
+        "mutability": mutability, "returned": "default", "uniqueness": "none",
+        "subAttributes": sub,
+    })
+}
+
+/// A multi-valued attribute such as `emails` (RFC 7643 §2.4).
+fn multi_valued(name: &str) -> Value {
+    complex(
+        name,
+        true,
+        "readWrite",
+        vec![
+            string("value"),
+            string("display"),
+            string("type"),
+            attribute("primary", "boolean", false, false, "readWrite", "none"),
+        ],
+    )
+}
+
+/// References to users or groups: `value`, `$ref`, `display`, `type`.
+fn reference(name: &str, mutability: &str, to: &str) -> Value {
+    complex(
+        name,
+        true,
+        mutability,
+        vec![
+            attribute("value", "string", false, true, "immutable", "none"),
+            json!({"name": "$ref", "type": "reference", "referenceTypes": [to], "multiValued": false,
+                   "required": false, "caseExact": true, "mutability": "immutable",
+                   "returned": "default", "uniqueness": "none"}),
+            attribute("display", "string", false, false, "readOnly", "none"),
+            attribute("type", "string", false, false, "immutable", "none"),
+        ],
+    )
+}
+
+/// The core User schema's attributes (RFC 7643 §4.1): clients that build their models from
+/// `/Schemas` (scim2-client does) then accept what is kept and returned.
 fn user_schema() -> Value {
+    let name = complex(
+        "name",
+        false,
+        "readWrite",
+        [
+            "formatted",
+            "familyName",
+            "givenName",
+            "middleName",
+            "honorificPrefix",
+            "honorificSuffix",
+        ]
+        .into_iter()
+        .map(string)
+        .collect(),
+    );
+    let addresses = complex(
+        "addresses",
+        true,
+        "readWrite",
+        [
+            "formatted",
+            "streetAddress",
+            "locality",
+            "region",
+            "postalCode",
+            "country",
+            "type",
+        ]
+        .into_iter()
+        .map(string)
+        .chain([attribute(
+            "primary",
+            "boolean",
+            false,
+            false,
+            "readWrite",
+            "none",
+        )])
+        .collect(),
+    );
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": USER,
@@ -957,11 +1047,24 @@ fn user_schema() -> Value {
         "description": "A member of the workspace; other attributes are kept as sent",
         "attributes": [
             attribute("userName", "string", true, false, "readWrite", "server"),
+            name,
+            string("displayName"),
+            string("nickName"),
+            attribute("profileUrl", "reference", false, false, "readWrite", "none"),
+            string("title"),
+            string("userType"),
+            string("preferredLanguage"),
+            string("locale"),
+            string("timezone"),
             attribute("active", "boolean", false, false, "readWrite", "none"),
-            attribute("externalId", "string", false, true, "readWrite", "none"),
-            attribute("displayName", "string", false, false, "readWrite", "none"),
-            {"name": "groups", "type": "complex", "multiValued": true, "required": false,
-             "mutability": "readOnly", "returned": "default"},
+            multi_valued("emails"),
+            multi_valued("phoneNumbers"),
+            multi_valued("ims"),
+            multi_valued("photos"),
+            addresses,
+            reference("groups", "readOnly", "Group"),
+            multi_valued("entitlements"),
+            multi_valued("roles"),
         ],
         "meta": {"resourceType": "Schema", "location": format!("/Schemas/{USER}")},
     })
@@ -975,10 +1078,7 @@ fn group_schema() -> Value {
         "description": "A group; its members hold the role an admin mapped to it",
         "attributes": [
             attribute("displayName", "string", true, true, "readWrite", "server"),
-            attribute("externalId", "string", false, true, "readWrite", "none"),
-            {"name": "members", "type": "complex", "multiValued": true, "required": false,
-             "mutability": "readWrite", "returned": "default",
-             "subAttributes": [attribute("value", "string", false, true, "immutable", "none")]},
+            reference("members", "readWrite", "User"),
         ],
         "meta": {"resourceType": "Schema", "location": format!("/Schemas/{GROUP}")},
     })

@@ -7,9 +7,9 @@
 
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, start_guarded};
+use mcpgw_tests::{Seed, python, start_guarded};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,36 +19,6 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/mcp_client.py"
 /// An AWS access key id (AWS's documented example), which secrets-guard refuses to let through.
 fn aws_key() -> String {
     format!("AKIA{}", "IOSFODNN7EXAMPLE")
-}
-
-/// The interpreter of the venv holding the SDK, or `None` (said loudly) when there is none.
-/// Under CI a missing venv fails the test instead.
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MCPGW_TEST_PYTHON") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.exists(),
-            "MCPGW_TEST_PYTHON={} does not exist",
-            p.display()
-        );
-        return Some(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-python/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the Python SDK test: {} is missing (scripts/setup makes it) and \
-         MCPGW_TEST_PYTHON is not set",
-        venv.display()
-    );
-    eprintln!(
-        "\n*** no Python SDK venv at {} (run scripts/setup, or set MCPGW_TEST_PYTHON): \
-         SKIPPING the Python SDK test ***\n",
-        venv.display()
-    );
-    None
 }
 
 /// One run of the client script against one endpoint at one revision.

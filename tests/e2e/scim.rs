@@ -544,3 +544,125 @@ async fn a_user_deactivated_through_scim_on_one_process_is_refused_by_another_wi
         }
     }
 }
+
+/// A real SCIM client: `tests/python/scim_client.py` drives scim2-client (PyPI), which builds its
+/// models from the gateway's `/Schemas` and rejects any response that does not validate against
+/// them, through discovery, users, filters, paging, groups, deactivation, reactivation,
+/// membership and deletion. Between its steps this test checks what each did to the member's
+/// credential and tools through a real rmcp client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_scim_client_provisions_and_deprovisions_a_member() {
+    use std::io::{BufRead as _, Write as _};
+    let Some(python) = mcpgw_tests::python() else {
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/scim_client.py");
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let upstream = Upstream::start(true).await;
+        let (gw, _policies) = start_guarded(&db.url).await;
+        gw.seed(&Seed {
+            workspace: "acme",
+            enforce: true,
+            servers: &[("db", &upstream.url)],
+            members: &[],
+        })
+        .await;
+        gw.admin_call(
+            Method::POST,
+            "/v1/workspaces/acme/roles",
+            json!({"name": "db-users", "patterns": ["db:query"]}),
+        )
+        .await;
+        let token = gw
+            .admin_call(Method::POST, "/v1/workspaces/acme/scim/token", json!({}))
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut child = std::process::Command::new(&python)
+            .args([script, &format!("{}/scim/v2/acme", gw.admin_url), &token])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("run the SCIM client");
+        let mut stdin = child.stdin.take().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let url = format!("{}/mcp/db", gw.mcp_url);
+        let mut member_token = String::new();
+        let mut steps = Vec::new();
+        while let Ok(Some(step)) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            let name = step["step"].as_str().unwrap_or_default().to_owned();
+            match name.as_str() {
+                "created" => {
+                    assert_eq!(step["userName"], "bjensen@example.com");
+                    member_token = gw
+                        .admin_call(
+                            Method::POST,
+                            "/v1/workspaces/acme/tokens",
+                            json!({"member": "bjensen@example.com"}),
+                        )
+                        .await["token"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    assert!(tool_names(&url, &member_token).await.is_empty(), "{b}");
+                }
+                "grouped" => {
+                    gw.admin_call(
+                        Method::PUT,
+                        "/v1/workspaces/acme/scim/groups/Engineering/role",
+                        json!({"role": "db-users"}),
+                    )
+                    .await;
+                    eventually_tools(&url, &member_token, &["query"], b).await;
+                }
+                "deactivated" => assert_eq!(
+                    status(&url, &member_token).await,
+                    StatusCode::UNAUTHORIZED,
+                    "{b}"
+                ),
+                "reactivated" => eventually_tools(&url, &member_token, &["query"], b).await,
+                "ungrouped" => eventually_tools(&url, &member_token, &[], b).await,
+                "deleted" => assert_eq!(
+                    status(&url, &member_token).await,
+                    StatusCode::UNAUTHORIZED,
+                    "{b}"
+                ),
+                other => panic!("{b}: unknown step {other:?}"),
+            }
+            steps.push(name);
+            stdin.write_all(b"\n").unwrap();
+        }
+        drop(stdin);
+        let exit = child.wait().unwrap();
+        assert!(
+            exit.success(),
+            "{b}: the SCIM client failed ({exit}) after steps {steps:?}"
+        );
+        assert_eq!(
+            steps,
+            [
+                "created",
+                "grouped",
+                "deactivated",
+                "reactivated",
+                "ungrouped",
+                "deleted"
+            ],
+            "{b}"
+        );
+    }
+}

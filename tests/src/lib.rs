@@ -560,3 +560,34 @@ fn server_everything_found() -> Result<(PathBuf, Vec<String>), String> {
         .ok_or_else(|| format!("no `node` on PATH to run {SERVER_EVERYTHING}"))?;
     Ok((node, vec![script.display().to_string(), "stdio".to_owned()]))
 }
+
+/// The interpreter of the venv `scripts/setup` makes at `target/mcp-python` (the official MCP
+/// Python SDK and the SCIM client the tests drive, pinned in tests/python/requirements.txt), or
+/// `MCPGW_TEST_PYTHON`; `None` (said loudly) when there is none. Under CI a missing venv fails.
+pub fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MCPGW_TEST_PYTHON") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "MCPGW_TEST_PYTHON={} does not exist",
+            p.display()
+        );
+        return Some(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-python/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the Python tests: {} is missing (scripts/setup makes it) and \
+         MCPGW_TEST_PYTHON is not set",
+        venv.display()
+    );
+    eprintln!(
+        "\n*** no Python venv at {} (run scripts/setup, or set MCPGW_TEST_PYTHON): \
+         SKIPPING this test ***\n",
+        venv.display()
+    );
+    None
+}
