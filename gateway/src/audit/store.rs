@@ -403,8 +403,13 @@ pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Record>> {
         if let Some(v) = filter.until_ms { q.push(" AND ts_ms < ").push_bind(v); }
         if let Some(v) = filter.after_id { q.push(" AND id > ").push_bind(v); }
         // Newest `limit`, then oldest first; with after_id (paging forward), the next `limit`.
+        // Within a time window, newest by receipt time: the `ts_ms` index then walks backwards
+        // from the window's end (ordered by id, PostgreSQL walked the id index from the newest
+        // row of the whole trail down to the window: 0.9 s at 10 million records).
         if filter.after_id.is_some() {
             q.push(" ORDER BY id LIMIT ").push_bind(limit);
+        } else if filter.since_ms.is_some() || filter.until_ms.is_some() {
+            q.push(" ORDER BY ts_ms DESC, id DESC LIMIT ").push_bind(limit);
         } else {
             q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
         }
