@@ -1,14 +1,18 @@
 //! Organisation scale (issue 22), a benchmark rather than a test: run it on a release build,
 //!
 //! ```sh
-//! cargo test --release -p mcpgw-tests --test e2e scale -- --ignored --nocapture
+//! cargo build --release -p mcpgw    # the `mcpgw serve` processes it starts
+//! cargo test --release -p mcpgw-tests --test e2e scale -- --ignored --nocapture --test-threads 1
 //! ```
 //!
-//! On SQLite and PostgreSQL (`DATABASE_URL`): 100,000 members, each with a grant, a role and a
+//! (`MCPGW_SCALE_BACKEND=sqlite` or `postgres` for one database.)
+//!
+//! On SQLite and PostgreSQL (`DATABASE_URL`), two benchmarks. Identity: 100,000 members, each with a grant, a role and a
 //! token, onboarded with `member import`; two real `mcpgw serve` processes on that database (their
 //! memory against an empty one's); 100 identity changes made through one process's admin API, each
 //! timed until the other refuses the credential; and 10,000 users (and 10 groups of 1,000)
-//! provisioned through SCIM with 8 concurrent clients. Figures go to docs/benchmarks.md.
+//! provisioned through SCIM with 8 concurrent clients. Audit: 10,000,000 records, then the list
+//! filters, verify and prune (`audit_at_10_million_records`). Figures go to docs/benchmarks.md.
 
 use mcpgw::store::Store;
 use mcpgw::store::import::ImportRow;
@@ -39,7 +43,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test --release -p mcpgw-tests --test e2e scale -- --ignored --nocapture"]
+#[ignore = "benchmark: see the module documentation for the command"]
 async fn identity_at_100000_tokens_and_scim_onboarding_of_10000() {
     for db in backends().await {
         let b = db.backend;
@@ -206,7 +210,7 @@ async fn identity_at_100000_tokens_and_scim_onboarding_of_10000() {
 /// (the newest 100 each); `verify` of one workspace and of everything, with its rate; and `prune`
 /// of the oldest 10 % while a writer keeps appending, with the writer's longest wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test --release -p mcpgw-tests --test e2e scale -- --ignored --nocapture"]
+#[ignore = "benchmark: see the module documentation for the command"]
 async fn audit_at_10_million_records() {
     use mcpgw::audit::{self, Record, store::Appender, store::Filter};
     let total: usize = std::env::var("MCPGW_SCALE_AUDIT_RECORDS")
