@@ -7,12 +7,13 @@
 //!
 //! (`MCPGW_SCALE_BACKEND=sqlite` or `postgres` for one database.)
 //!
-//! On SQLite and PostgreSQL (`DATABASE_URL`), two benchmarks. Identity: 100,000 members, each with a grant, a role and a
-//! token, onboarded with `member import`; two real `mcpgw serve` processes on that database (their
-//! memory against an empty one's); 100 identity changes made through one process's admin API, each
-//! timed until the other refuses the credential; and 10,000 users (and 10 groups of 1,000)
-//! provisioned through SCIM with 8 concurrent clients. Audit: 10,000,000 records, then the list
-//! filters, verify and prune (`audit_at_10_million_records`). Figures go to docs/benchmarks.md.
+//! On SQLite and PostgreSQL (`DATABASE_URL`), two benchmarks. Identity: 100,000 members, each
+//! with a grant, a role and a token, onboarded with `member import`; two real `mcpgw serve`
+//! processes on that database (their memory against an empty one's); 100 identity changes made
+//! through one process's admin API, each timed until the other refuses the credential; and
+//! 10,000 users (and 10 groups of 1,000) provisioned through SCIM with 8 concurrent clients.
+//! Audit: 10,000,000 records, then the list filters, verify and prune
+//! (`audit_at_10_million_records`). Figures go to docs/benchmarks.md.
 
 use mcpgw::store::Store;
 use mcpgw::store::import::ImportRow;
