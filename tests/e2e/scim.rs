@@ -8,7 +8,7 @@
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::oidc::{SigningKey, TestIssuer};
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, ServeProcess, start_guarded, tool_names};
+use mcpgw_tests::{Seed, ServeProcess, TestGateway, start_guarded, tool_names};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -63,29 +63,42 @@ async fn eventually_tools(url: &str, token: &str, want: &[&str], backend: &str) 
     }
 }
 
+/// A guarded gateway (enforcement on) whose workspace `acme` has the upstream as server `db`,
+/// a role `db-users` with `patterns`, and a SCIM token: (gateway, its policy dir, the upstream,
+/// the token).
+async fn provisioned(
+    db: &TestDb,
+    patterns: &[&str],
+) -> (TestGateway, tempfile::TempDir, Upstream, String) {
+    let upstream = Upstream::start(true).await;
+    let (gw, policies) = start_guarded(&db.url).await;
+    gw.seed(&Seed {
+        workspace: "acme",
+        enforce: true,
+        servers: &[("db", &upstream.url)],
+        members: &[],
+    })
+    .await;
+    gw.admin_call(
+        Method::POST,
+        "/v1/workspaces/acme/roles",
+        json!({"name": "db-users", "patterns": patterns}),
+    )
+    .await;
+    let token = gw
+        .admin_call(Method::POST, "/v1/workspaces/acme/scim/token", json!({}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (gw, policies, upstream, token)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_and_entra_sequences_provision_members_and_groups() {
     for db in TestDb::all().await {
         let b = db.backend;
-        let upstream = Upstream::start(true).await;
-        let (gw, _policies) = start_guarded(&db.url).await;
-        gw.seed(&Seed {
-            workspace: "acme",
-            enforce: true,
-            servers: &[("db", &upstream.url)],
-            members: &[],
-        })
-        .await;
-        gw.admin_call(
-            Method::POST,
-            "/v1/workspaces/acme/roles",
-            json!({"name": "db-users", "patterns": ["db:query", "db:schema"]}),
-        )
-        .await;
-        let issued = gw
-            .admin_call(Method::POST, "/v1/workspaces/acme/scim/token", json!({}))
-            .await;
-        let token = issued["token"].as_str().unwrap().to_owned();
+        let (gw, _policies, _upstream, token) = provisioned(&db, &["db:query", "db:schema"]).await;
         let admin = gw.admin_url.clone();
         let call = |m: Method, p: &str, body: Option<Value>| {
             let (admin, token, p) = (admin.clone(), token.clone(), format!("/scim/v2/acme{p}"));
@@ -559,27 +572,7 @@ async fn a_real_scim_client_provisions_and_deprovisions_a_member() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/scim_client.py");
     for db in TestDb::all().await {
         let b = db.backend;
-        let upstream = Upstream::start(true).await;
-        let (gw, _policies) = start_guarded(&db.url).await;
-        gw.seed(&Seed {
-            workspace: "acme",
-            enforce: true,
-            servers: &[("db", &upstream.url)],
-            members: &[],
-        })
-        .await;
-        gw.admin_call(
-            Method::POST,
-            "/v1/workspaces/acme/roles",
-            json!({"name": "db-users", "patterns": ["db:query"]}),
-        )
-        .await;
-        let token = gw
-            .admin_call(Method::POST, "/v1/workspaces/acme/scim/token", json!({}))
-            .await["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (gw, _policies, _upstream, token) = provisioned(&db, &["db:query"]).await;
         let mut child = std::process::Command::new(&python)
             .args([script, &format!("{}/scim/v2/acme", gw.admin_url), &token])
             .stdin(std::process::Stdio::piped())
