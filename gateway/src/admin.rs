@@ -34,6 +34,8 @@ pub struct Admin {
     pub stdio: Arc<crate::upstream::stdio::Stdio>,
     /// The identity-provider verifier, for `idp` status.
     pub idp: Arc<crate::oidc::Idp>,
+    /// The web console under `/console`.
+    pub console: crate::console::Console,
 }
 
 /// Admin API errors, each with an HTTP status and a stable code.
@@ -113,7 +115,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// The request body, up to [`MAX_BODY`].
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Error> {
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, Error> {
     Ok(Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -194,7 +196,11 @@ struct VerifyBody {
 }
 
 /// One role as listed.
-async fn role_named(store: &store::Store, ws: &str, name: &str) -> Result<store::Role, Error> {
+pub(crate) async fn role_named(
+    store: &store::Store,
+    ws: &str,
+    name: &str,
+) -> Result<store::Role, Error> {
     store
         .role_list(ws)
         .await?
@@ -249,12 +255,14 @@ fn audit_filter(query: &str) -> Result<audit::Filter, Error> {
         match k.as_str() {
             "workspace" => f.workspace = Some(v),
             "member" => f.member = Some(v),
+            "server" => f.server = Some(v),
             "tool" => f.tool = Some(v),
             "decision" => f.decision = Some(v),
             "status" => f.status = Some(v),
             "since" => f.since_ms = Some(audit::parse_time(&v)?),
             "until" => f.until_ms = Some(audit::parse_time(&v)?),
             "after" => f.after_id = Some(int(&v)?),
+            "before" => f.before_id = Some(int(&v)?),
             "limit" => f.limit = Some(int(&v)?),
             _ => return Err(Error::Body(format!("unknown audit filter {k:?}"))),
         }
@@ -290,6 +298,19 @@ impl Admin {
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Error> {
         let path = req.uri().path().trim_end_matches('/').to_owned();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
+        if req.method() == Method::GET && segments.is_empty() {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::SEE_OTHER;
+            resp.headers_mut().insert(
+                header::LOCATION,
+                header::HeaderValue::from_static("/console/"),
+            );
+            return Ok(resp);
+        }
+        // The console signs in with the admin token and keeps a session of its own.
+        if let ["console", rest @ ..] = segments.as_slice() {
+            return Ok(self.console.handle(self, req, rest).await);
+        }
         if req.method() == Method::GET && segments == ["healthz"] {
             return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
         }
@@ -362,6 +383,17 @@ impl Admin {
                 let server = store.server_add_spec(ws, spec).await?;
                 self.changed().await;
                 created(to_json(&server))
+            }
+            (&Method::PUT, ["v1", "workspaces", ws, "servers", name]) => {
+                let spec = store::NewServer::from_json(&read_body(req).await?)?;
+                if spec.name != *name {
+                    return Err(Error::Body(
+                        "name: must be the server named in the path".into(),
+                    ));
+                }
+                let server = store.server_replace(ws, spec).await?;
+                self.changed().await;
+                ok(to_json(&server))
             }
             (&Method::DELETE, ["v1", "workspaces", ws, "servers", name]) => {
                 store.server_remove(ws, name).await?;
@@ -549,7 +581,7 @@ impl Admin {
     }
 
     /// After a write: make it hold on this process at once (other processes follow via the watcher).
-    async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         if let Err(e) = self.directory.reload().await {
             tracing::warn!(error = %e, "identity reload after admin change failed");
         }

@@ -123,6 +123,47 @@ impl Status {
     }
 }
 
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The header line of the CSV export (`mcpgw audit export --format csv`, the console).
+pub const CSV_HEADER: &str = "id,workspace,seq,ts_ms,kind,member,token_id,server,tool,decision,module,module_digest,status,error_code,latency_us,upstream_latency_us,request_id,session_id,prev_hash,hash";
+
+/// One record as a CSV line (RFC 4180 quoting), in [`CSV_HEADER`]'s order.
+pub fn csv_line(r: &Record) -> String {
+    let opt = |o: &Option<String>| o.as_deref().map(csv_field).unwrap_or_default();
+    [
+        r.id.to_string(),
+        csv_field(&r.workspace),
+        r.seq.to_string(),
+        r.ts_ms.to_string(),
+        csv_field(&r.kind),
+        opt(&r.member),
+        opt(&r.token_id),
+        csv_field(&r.server),
+        csv_field(&r.tool),
+        csv_field(&r.decision),
+        opt(&r.module),
+        opt(&r.module_digest),
+        csv_field(&r.status),
+        opt(&r.error_code),
+        r.latency_us.to_string(),
+        r.upstream_latency_us
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        csv_field(&r.request_id),
+        opt(&r.session_id),
+        r.prev_hash.clone(),
+        r.hash.clone(),
+    ]
+    .join(",")
+}
+
 /// One audit record, as stored and listed.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {

@@ -326,6 +326,9 @@ pub struct Filter {
     pub workspace: Option<String>,
     /// Member name.
     pub member: Option<String>,
+    /// Server name.
+    #[serde(default)]
+    pub server: Option<String>,
     /// Tool name.
     pub tool: Option<String>,
     /// Decision spelling.
@@ -338,6 +341,9 @@ pub struct Filter {
     pub until_ms: Option<i64>,
     /// Only records with a larger id (paging, `tail --follow`).
     pub after_id: Option<i64>,
+    /// Only records with a smaller id (paging back from the newest, newest first).
+    #[serde(default)]
+    pub before_id: Option<i64>,
     /// At most this many: the newest ones, listed oldest first.
     pub limit: Option<i64>,
 }
@@ -396,18 +402,22 @@ pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Record>> {
         let mut q = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_records WHERE 1 = 1"));
         if let Some(v) = &filter.workspace { q.push(" AND workspace = ").push_bind(v.clone()); }
         if let Some(v) = &filter.member { q.push(" AND member = ").push_bind(v.clone()); }
+        if let Some(v) = &filter.server { q.push(" AND server = ").push_bind(v.clone()); }
         if let Some(v) = &filter.tool { q.push(" AND tool = ").push_bind(v.clone()); }
         if let Some(v) = &filter.decision { q.push(" AND decision = ").push_bind(v.clone()); }
         if let Some(v) = &filter.status { q.push(" AND status = ").push_bind(v.clone()); }
         if let Some(v) = filter.since_ms { q.push(" AND ts_ms >= ").push_bind(v); }
         if let Some(v) = filter.until_ms { q.push(" AND ts_ms < ").push_bind(v); }
         if let Some(v) = filter.after_id { q.push(" AND id > ").push_bind(v); }
+        if let Some(v) = filter.before_id { q.push(" AND id < ").push_bind(v); }
         // Newest `limit`, then oldest first; with after_id (paging forward), the next `limit`.
         // Within a time window, newest by receipt time: the `ts_ms` index then walks backwards
         // from the window's end (ordered by id, PostgreSQL walked the id index from the newest
         // row of the whole trail down to the window: 0.9 s at 10 million records).
         if filter.after_id.is_some() {
             q.push(" ORDER BY id LIMIT ").push_bind(limit);
+        } else if filter.before_id.is_some() {
+            q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
         } else if filter.since_ms.is_some() || filter.until_ms.is_some() {
             q.push(" ORDER BY ts_ms DESC, id DESC LIMIT ").push_bind(limit);
         } else {
@@ -420,6 +430,47 @@ pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Record>> {
         }
         Ok(out)
     })
+}
+
+/// Would-deny calls of one member on one tool: what enforcing would break.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct WouldDeny {
+    /// Member name (`None`: the workspace token).
+    pub member: Option<String>,
+    /// Server name.
+    pub server: String,
+    /// Tool name.
+    pub tool: String,
+    /// Calls recorded as would-deny.
+    pub calls: i64,
+    /// The latest of them, Unix ms.
+    pub last_ms: i64,
+}
+
+/// The would-deny calls of `workspace` received at or after `since_ms`, grouped by member and
+/// tool, most calls first (at most `limit` groups). Reads the time index: one day's rows.
+pub async fn would_deny(
+    db: &Db,
+    workspace: &str,
+    since_ms: i64,
+    limit: i64,
+) -> Result<Vec<WouldDeny>> {
+    type Row = (Option<String>, String, String, i64, i64);
+    let rows: Vec<Row> = with_db!(db, p => sqlx::query_as(
+        "SELECT member, server, tool, COUNT(*), MAX(ts_ms) FROM audit_records \
+         WHERE ts_ms >= $1 AND workspace = $2 AND decision = 'would-deny' \
+         GROUP BY member, server, tool ORDER BY COUNT(*) DESC, MAX(ts_ms) DESC LIMIT $3")
+        .bind(since_ms).bind(workspace).bind(limit).fetch_all(p).await?);
+    Ok(rows
+        .into_iter()
+        .map(|(member, server, tool, calls, last_ms)| WouldDeny {
+            member,
+            server,
+            tool,
+            calls,
+            last_ms,
+        })
+        .collect())
 }
 
 /// A chain's head: what `audit checkpoint` prints, to keep somewhere the database's writers

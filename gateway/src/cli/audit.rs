@@ -66,6 +66,9 @@ pub struct FilterArgs {
     /// Member name.
     #[arg(long)]
     member: Option<String>,
+    /// Server name.
+    #[arg(long)]
+    server: Option<String>,
     /// Tool name.
     #[arg(long)]
     tool: Option<String>,
@@ -96,12 +99,14 @@ impl FilterArgs {
         Ok(Filter {
             workspace: self.workspace.clone(),
             member: self.member.clone(),
+            server: self.server.clone(),
             tool: self.tool.clone(),
             decision: self.decision.clone(),
             status: self.status.clone(),
             since_ms: self.since.as_deref().map(audit::parse_time).transpose()?,
             until_ms: self.until.as_deref().map(audit::parse_time).transpose()?,
             after_id: None,
+            before_id: None,
             limit,
         })
     }
@@ -152,45 +157,6 @@ fn print_table(records: &[Record], header: bool) {
             r.latency_us
         );
     }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-const CSV_HEADER: &str = "id,workspace,seq,ts_ms,kind,member,token_id,server,tool,decision,module,module_digest,status,error_code,latency_us,upstream_latency_us,request_id,session_id,prev_hash,hash";
-
-fn csv_line(r: &Record) -> String {
-    let opt = |o: &Option<String>| o.as_deref().map(csv_field).unwrap_or_default();
-    [
-        r.id.to_string(),
-        csv_field(&r.workspace),
-        r.seq.to_string(),
-        r.ts_ms.to_string(),
-        csv_field(&r.kind),
-        opt(&r.member),
-        opt(&r.token_id),
-        csv_field(&r.server),
-        csv_field(&r.tool),
-        csv_field(&r.decision),
-        opt(&r.module),
-        opt(&r.module_digest),
-        csv_field(&r.status),
-        opt(&r.error_code),
-        r.latency_us.to_string(),
-        r.upstream_latency_us
-            .map(|v| v.to_string())
-            .unwrap_or_default(),
-        csv_field(&r.request_id),
-        opt(&r.session_id),
-        r.prev_hash.clone(),
-        r.hash.clone(),
-    ]
-    .join(",")
 }
 
 /// Reads a checkpoint file: the lines `mcpgw audit checkpoint` prints (`WORKSPACE SEQ HASH`) or its
@@ -276,7 +242,7 @@ pub async fn run(store: &Store, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             if let Format::Csv = format {
-                writeln!(out, "{CSV_HEADER}")?;
+                writeln!(out, "{}", audit::CSV_HEADER)?;
             }
             loop {
                 let page = audit::store::query(db, &f).await?;
@@ -285,7 +251,7 @@ pub async fn run(store: &Store, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
                 for r in &page {
                     match format {
                         Format::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,
-                        Format::Csv => writeln!(out, "{}", csv_line(r))?,
+                        Format::Csv => writeln!(out, "{}", audit::csv_line(r))?,
                     }
                 }
             }

@@ -822,6 +822,21 @@ impl Store {
 
     /// Adds an upstream server to a workspace: HTTP(S) or stdio, every field checked first.
     pub async fn server_add_spec(&self, workspace: &str, spec: NewServer) -> Result<Server> {
+        self.server_write(workspace, spec, false).await
+    }
+
+    /// Replaces an upstream server's settings (URL or stdio process, headers, prefix, TLS) under
+    /// the same name, checked as an addition is; the server must exist.
+    pub async fn server_replace(&self, workspace: &str, spec: NewServer) -> Result<Server> {
+        self.server_write(workspace, spec, true).await
+    }
+
+    async fn server_write(
+        &self,
+        workspace: &str,
+        spec: NewServer,
+        replace: bool,
+    ) -> Result<Server> {
         let (url, transport) = spec.check(workspace)?;
         let NewServer {
             name,
@@ -847,10 +862,19 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(unwritable)?;
-        with_db!(&self.db, p => sqlx::query("INSERT INTO servers (workspace_id, name, url, headers, created_ms, prefix, transport) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(ws).bind(&name).bind(&url).bind(&headers_json).bind(now_ms()).bind(&prefix).bind(&transport_json)
-            .execute(p).await.map(|r| r.rows_affected()))
-            .map_err(|e| duplicate_or(e, "server", &name))?;
+        if replace {
+            let done = with_db!(&self.db, p => sqlx::query("UPDATE servers SET url = $3, headers = $4, prefix = $5, transport = $6 WHERE workspace_id = $1 AND name = $2")
+                .bind(ws).bind(&name).bind(&url).bind(&headers_json).bind(&prefix).bind(&transport_json)
+                .execute(p).await?.rows_affected());
+            if done == 0 {
+                return Err(Error::NotFound("server", name));
+            }
+        } else {
+            with_db!(&self.db, p => sqlx::query("INSERT INTO servers (workspace_id, name, url, headers, created_ms, prefix, transport) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(ws).bind(&name).bind(&url).bind(&headers_json).bind(now_ms()).bind(&prefix).bind(&transport_json)
+                .execute(p).await.map(|r| r.rows_affected()))
+                .map_err(|e| duplicate_or(e, "server", &name))?;
+        }
         let view = transport.unwrap_or_default().redacted();
         Ok(Server::listed(
             workspace,
