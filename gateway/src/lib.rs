@@ -18,7 +18,9 @@
 
 pub mod admin;
 pub mod audit;
+pub mod clients;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod identity;
 pub mod listener;
@@ -154,6 +156,7 @@ pub async fn run_with(
         _ => None,
     };
     let scheme = |tls: &Option<Arc<listener::Tls>>| if tls.is_some() { "https" } else { "http" };
+    let mcp_scheme = scheme(&mcp_tls);
     // Ready lines on stdout say where to reach us: scripts and tests read them.
     println!(
         "mcpgw MCP endpoint listening on {}://{mcp_addr}/mcp/{{server}}",
@@ -184,6 +187,21 @@ pub async fn run_with(
                 metrics: metrics.clone(),
                 stdio: stdio.clone(),
                 idp: idp.clone(),
+                console: console::Console::new(
+                    upstream::client::Client::new(
+                        upstream.clone(),
+                        mcp::Limits::default().max_rewrite_bytes,
+                    ),
+                    admin_tls.is_some(),
+                    format!(
+                        "{}/mcp",
+                        config
+                            .public_url
+                            .clone()
+                            .unwrap_or_else(|| format!("{}://{mcp_addr}", mcp_scheme))
+                            .trim_end_matches('/')
+                    ),
+                ),
             });
             Some(tokio::spawn(listener::serve(
                 "admin",

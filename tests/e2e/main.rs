@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod console;
 mod fence;
 mod identity;
 mod oidc;

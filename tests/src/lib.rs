@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests.
 
+pub mod browser;
 pub mod db;
 pub mod oidc;
 pub mod tls;

@@ -3,7 +3,6 @@
 use anyhow::{Context as _, Result};
 use mcpgw::config::{Config, Secret};
 use mcpgw::store::Store;
-use serde_json::json;
 use std::path::PathBuf;
 
 /// The demo workspace, rebuilt on every start (the demo servers get new ports).
@@ -111,23 +110,11 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<()> {
     let (member, _, token) = &tokens[0];
     let url = format!("{base}/mcp");
     let bearer = format!("Bearer {token}");
-    let claude = json!({"mcpServers": {"mcpgw": {
-        "command": "npx", "args": ["-y", "mcp-remote", url, "--allow-http", "--header", format!("Authorization:{bearer}")]}}});
-    let cursor =
-        json!({"mcpServers": {"mcpgw": {"url": url, "headers": {"Authorization": bearer}}}});
-    let vscode = json!({"servers": {"mcpgw": {"type": "http", "url": url, "headers": {"Authorization": bearer}}}});
     out.push_str(&format!(
         "\nClient configs ({member}'s token; use bob's to see the difference):\n\n"
     ));
-    for (name, file, v) in [
-        ("Claude Desktop", "claude_desktop_config.json", claude),
-        ("Cursor", "~/.cursor/mcp.json", cursor),
-        ("VS Code", ".vscode/mcp.json", vscode),
-    ] {
-        out.push_str(&format!(
-            "{name} ({file}):\n{}\n\n",
-            serde_json::to_string_pretty(&v)?
-        ));
+    for c in mcpgw::clients::configs(&url, token) {
+        out.push_str(&format!("{} ({}):\n{}\n\n", c.client, c.file, c.json));
     }
     out.push_str(&format!(
         "Try: curl -s {url} -H 'Authorization: {bearer}' -H 'Accept: application/json, text/event-stream' \\\n  -H 'Content-Type: application/json' -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/list' \\\n  -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}}'\n"
