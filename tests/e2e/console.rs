@@ -9,7 +9,7 @@ use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
 use mcpgw_tests::{TestGateway, initialize_status, mcp_client};
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Saves a screenshot of the page as `name.png` when asked to.
 async fn shot(c: &Client, name: &str) {
@@ -496,5 +496,474 @@ async fn console_responses_carry_their_protections() {
         .await
         .expect("post");
     assert_eq!(r.status(), 429);
+    gw.stop().await;
+}
+
+/// Server time of every console page at real sizes, a benchmark rather than a test:
+///
+/// ```sh
+/// cargo test --release -p mcpgw-tests --test e2e console_pages -- --ignored --nocapture
+/// ```
+///
+/// (`MCPGW_SCALE_BACKEND=sqlite` or `postgres` for one database.) A workspace of 1,000 members
+/// (each with a grant and a token), 50 servers (each a real rmcp server's listing: one upstream
+/// behind 50 names, 7 tools each) and 1,000,000 audit records over 30 days, 2 % of them
+/// would-deny. Each page is asked 20 times; the figure is the gateway's own `Server-Timing`.
+/// Figures go to docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: see the function's documentation for the command"]
+async fn console_pages_at_1000_members_50_servers_1m_audit_records() {
+    use mcpgw::audit::{self, Record, store::Appender};
+    use mcpgw::store::Store;
+    const DAY: i64 = 86_400_000;
+    const RECORDS: usize = 1_000_000;
+    let only = std::env::var("MCPGW_SCALE_BACKEND").ok();
+    let upstream = Upstream::start(false).await;
+    for db in TestDb::all().await {
+        let b = db.backend;
+        if only.as_deref().is_some_and(|o| o != b) {
+            continue;
+        }
+        let store = Store::connect(&db.url).await.expect("store");
+        let started = Instant::now();
+        store.workspace_create("big").await.expect("workspace");
+        for s in 0..50 {
+            store
+                .server_add("big", &format!("s{s:02}"), &upstream.url, Vec::new(), None)
+                .await
+                .expect("server");
+        }
+        for m in 0..1000 {
+            let name = format!("m{m:04}");
+            store.member_add("big", &name).await.expect("member");
+            store
+                .grant_add("big", &name, &[format!("s{:02}:*", m % 50)])
+                .await
+                .expect("grant");
+            store
+                .token_issue("big", Some(&name), None)
+                .await
+                .expect("token");
+        }
+        let appender = Appender::new(store.db());
+        let base = mcpgw::store::now_ms() - 30 * DAY;
+        let step = (30 * DAY) as f64 / RECORDS as f64;
+        let mut batch = Vec::with_capacity(1000);
+        for i in 0..RECORDS {
+            let would = i % 50 == 7;
+            batch.push(Record {
+                workspace: "big".into(),
+                ts_ms: base + (i as f64 * step) as i64,
+                kind: audit::KIND_CALL.into(),
+                member: Some(format!("m{:04}", (i / 3) % 1000)),
+                token_id: Some(format!("tok_{:04}", (i / 3) % 1000)),
+                server: format!("s{:02}", i % 50),
+                tool: ["echo", "query", "schema", "slow", "steps", "fail", "roots"][i % 7].into(),
+                decision: if would { "would-deny" } else { "allow" }.into(),
+                status: "success".into(),
+                latency_us: 800,
+                upstream_latency_us: Some(500),
+                request_id: format!("req-{i}"),
+                ..Record::default()
+            });
+            if batch.len() == 1000 {
+                appender.append(&mut batch).await.expect("append");
+                batch.clear();
+            }
+        }
+        if let mcpgw::store::Db::Postgres(pool) = store.db() {
+            sqlx::query("ANALYZE").execute(pool).await.expect("analyze");
+        }
+        eprintln!("{b}: seeded in {:?}", started.elapsed());
+
+        let gw = TestGateway::start(&db.url).await;
+        let admin = &gw.admin_url;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let login = http
+            .get(format!("{admin}/console/login"))
+            .send()
+            .await
+            .expect("login");
+        let csrf = login.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .and_then(|kv| kv.split_once('='))
+            .map(|(_, v)| v.to_owned())
+            .expect("csrf");
+        let r = http
+            .post(format!("{admin}/console/login"))
+            .header("cookie", format!("mcpgw_console_login={csrf}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&token={}", gw.admin_token))
+            .send()
+            .await
+            .expect("sign in");
+        let sid = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("mcpgw_console="))
+            .and_then(|v| v.split(';').next())
+            .expect("session")
+            .to_owned();
+        let server_ms = |r: &reqwest::Response| -> f64 {
+            r.headers()["server-timing"]
+                .to_str()
+                .expect("timing")
+                .trim_start_matches("app;dur=")
+                .parse()
+                .expect("ms")
+        };
+        let mid_id = 500_000;
+        let pages = [
+            "/console/workspaces".to_owned(),
+            "/console/w/big/members".to_owned(),
+            "/console/w/big/members?q=m05".to_owned(),
+            "/console/w/big/members/m0500".to_owned(),
+            "/console/w/big/members/m0500/allowlist".to_owned(),
+            "/console/w/big/members/m0500/allowlist/preview?pattern=s01:echo&globs=s1*:*"
+                .to_owned(),
+            "/console/w/big/enforcement".to_owned(),
+            "/console/w/big/audit".to_owned(),
+            "/console/w/big/audit?member=m0500".to_owned(),
+            "/console/w/big/audit?server=s07&tool=query".to_owned(),
+            "/console/w/big/audit?decision=would-deny&since=24h".to_owned(),
+            format!("/console/w/big/audit?before={mid_id}"),
+            "/console/w/big/servers".to_owned(),
+            "/console/w/big/servers/s07".to_owned(),
+            "/console/policies".to_owned(),
+        ];
+        let mut worst = 0.0f64;
+        eprintln!("{b}: page | first | p50 | max (ms of server time, 20 asks)");
+        for page in &pages {
+            let mut times = Vec::new();
+            for _ in 0..21 {
+                let r = http
+                    .get(format!("{admin}{page}"))
+                    .header("cookie", &sid)
+                    .send()
+                    .await
+                    .expect("page");
+                assert_eq!(r.status(), 200, "{page}");
+                times.push(server_ms(&r));
+                let body = r.text().await.expect("body");
+                assert!(body.len() > 200, "{page}");
+            }
+            let first = times.remove(0);
+            times.sort_by(f64::total_cmp);
+            let p50 = times[times.len() / 2];
+            let max = times[times.len() - 1];
+            worst = worst.max(p50);
+            eprintln!("{b}: {page} | {first:.1} | {p50:.1} | {max:.1}");
+        }
+        eprintln!("{b}: slowest page p50 {worst:.1} ms");
+        if !cfg!(debug_assertions) {
+            assert!(
+                worst < 50.0,
+                "{b}: a page takes {worst:.1} ms of server time"
+            );
+        }
+        gw.stop().await;
+    }
+}
+
+/// A signed-in console session over plain HTTP (no JavaScript): its cookie and CSRF token.
+struct Session {
+    http: reqwest::Client,
+    admin: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Session {
+    async fn start(gw: &TestGateway) -> Session {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let admin = gw.admin_url.clone();
+        let login = http
+            .get(format!("{admin}/console/login"))
+            .send()
+            .await
+            .expect("login");
+        let login_csrf = login.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .and_then(|kv| kv.split_once('='))
+            .map(|(_, v)| v.to_owned())
+            .expect("csrf");
+        let r = http
+            .post(format!("{admin}/console/login"))
+            .header("cookie", format!("mcpgw_console_login={login_csrf}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={login_csrf}&token={}", gw.admin_token))
+            .send()
+            .await
+            .expect("sign in");
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("mcpgw_console="))
+            .and_then(|v| v.split(';').next())
+            .expect("session")
+            .to_owned();
+        let mut s = Session {
+            http,
+            admin,
+            cookie,
+            csrf: String::new(),
+        };
+        let page = s.get("/console/workspaces").await;
+        let at = page.find("name=\"csrf\" value=\"").expect("a form") + 19;
+        s.csrf = page[at..at + 64].to_owned();
+        s
+    }
+
+    async fn get(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.admin))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200, "{path}");
+        r.text().await.expect("body")
+    }
+
+    /// Posts a form (the CSRF token added); the status and the body or redirect target.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut body = format!("csrf={}", self.csrf);
+        for (k, v) in fields {
+            body.push_str(&format!("&{k}={}", urlencode(v)));
+        }
+        let r = self
+            .http
+            .post(format!("{}{path}", self.admin))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = r.text().await.expect("body");
+        (status, location.unwrap_or(text))
+    }
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The forms alone, as a browser without JavaScript posts them: roles and their editor (the
+/// *Preview* button renders the draft), role assignment, editing a server, and a server whose
+/// settings the form cannot carry left alone.
+#[tokio::test]
+async fn the_console_works_without_javascript() {
+    let db = TestDb::sqlite();
+    let upstream = Upstream::start(true).await;
+    let gw = TestGateway::start(&db.url).await;
+    let s = Session::start(&gw).await;
+    assert_eq!(
+        s.post("/console/workspaces", &[("name", "acme")]).await,
+        (303, "/console/w/acme/members".to_owned())
+    );
+    let (status, to) = s
+        .post(
+            "/console/w/acme/servers",
+            &[
+                ("name", "db"),
+                ("kind", "http"),
+                ("url", &upstream.url),
+                ("headers", "X-Owner: HOME"),
+            ],
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/console/w/acme/servers"));
+    assert!(
+        s.get("/console/w/acme/servers")
+            .await
+            .contains("X-Owner (env:HOME)")
+    );
+    // A literal header value is not a form field: the server form takes names of variables.
+    let (status, page) = s
+        .post(
+            "/console/w/acme/servers",
+            &[
+                ("name", "db2"),
+                ("kind", "http"),
+                ("url", &upstream.url),
+                ("headers", "Authorization: Bearer s3cret"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        !page.contains("s3cret"),
+        "a refused value is not echoed back"
+    );
+
+    // Editing: a new prefix, checked by the admin API.
+    let (status, _) = s
+        .post(
+            "/console/w/acme/servers/db",
+            &[
+                ("name", "db"),
+                ("kind", "http"),
+                ("url", &upstream.url),
+                ("headers", "X-Owner: HOME"),
+                ("prefix", "d_"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let servers = gw
+        .admin_call(
+            reqwest::Method::GET,
+            "/v1/workspaces/acme/servers",
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(servers[0]["prefix"], "d_");
+    // A server with TLS files (set through the API) cannot be saved from the form.
+    gw.admin_post(
+        "/v1/workspaces/acme/servers",
+        serde_json::json!({"name": "tls", "url": "https://127.0.0.1:1/mcp", "tls": {"ca_file": "/etc/ssl/certs/ca-certificates.crt"}}),
+    )
+    .await;
+    assert!(
+        s.get("/console/w/acme/servers/tls")
+            .await
+            .contains("TLS files")
+    );
+    let (status, _) = s
+        .post(
+            "/console/w/acme/servers/tls",
+            &[
+                ("name", "tls"),
+                ("kind", "http"),
+                ("url", "https://127.0.0.1:2/mcp"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let servers = gw
+        .admin_call(
+            reqwest::Method::GET,
+            "/v1/workspaces/acme/servers",
+            serde_json::Value::Null,
+        )
+        .await;
+    let tls = servers
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|s| s["name"] == "tls")
+        .expect("tls");
+    assert_eq!(tls["url"], "https://127.0.0.1:1/mcp", "left as it was");
+    assert_eq!(
+        tls["transport"]["tls"]["ca_file"],
+        "/etc/ssl/certs/ca-certificates.crt"
+    );
+    s.post("/console/w/acme/servers/tls/remove", &[]).await;
+
+    // A role, its allowlist previewed without JavaScript, then saved.
+    assert_eq!(
+        s.post("/console/w/acme/roles", &[("name", "readers")])
+            .await,
+        (303, "/console/w/acme/roles/readers/allowlist".to_owned())
+    );
+    let (status, page) = s
+        .post(
+            "/console/w/acme/roles/readers/allowlist",
+            &[
+                ("pattern", "db:query"),
+                ("globs", "db:sch*"),
+                ("action", "preview"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("data-tool=\"db:query\"") && page.contains("data-tool=\"db:schema\""),
+        "{page}"
+    );
+    assert!(!page.contains("data-tool=\"db:echo\""));
+    assert!(page.contains("Preview: 2 of 7 tools visible"), "{page}");
+    let roles = gw
+        .admin_call(
+            reqwest::Method::GET,
+            "/v1/workspaces/acme/roles",
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(
+        roles[0]["patterns"],
+        serde_json::json!([]),
+        "a preview saves nothing"
+    );
+    s.post(
+        "/console/w/acme/roles/readers/allowlist",
+        &[
+            ("pattern", "db:query"),
+            ("globs", "db:sch*"),
+            ("action", "save"),
+        ],
+    )
+    .await;
+    let roles = gw
+        .admin_call(
+            reqwest::Method::GET,
+            "/v1/workspaces/acme/roles",
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(
+        roles[0]["patterns"],
+        serde_json::json!(["db:query", "db:sch*"])
+    );
+
+    // A member with the role sees its tools; the editor's preview joins them.
+    s.post("/console/w/acme/members", &[("name", "bob")]).await;
+    s.post("/console/w/acme/members/bob/roles", &[("role", "readers")])
+        .await;
+    s.post("/console/w/acme/enforcement", &[("enforce", "true")])
+        .await;
+    let page = s.get("/console/w/acme/members/bob/allowlist").await;
+    assert!(page.contains("data-tool=\"db:query\"") && page.contains("data-tool=\"db:schema\""));
+    let (status, page) = s
+        .post("/console/w/acme/members/bob/tokens", &[("expires", "30d")])
+        .await;
+    assert_eq!(status, 200);
+    let needle = "id=\"token-value\" readonly value=\"";
+    let at = page.find(needle).expect("token") + needle.len();
+    let token = &page[at..page[at..].find('"').expect("end") + at];
+    let names = mcpgw_tests::tool_names(&format!("{}/mcp", gw.mcp_url), token).await;
+    assert_eq!(names, ["d_query", "d_schema"]);
     gw.stop().await;
 }

@@ -99,7 +99,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<()> {
         ));
     }
     out.push_str(&format!(
-        "  admin API  {admin_url} (token {admin_token})\n\n"
+        "  admin API  {admin_url} (token {admin_token})\n  console    {admin_url}/ (sign in with the admin token)\n\n"
     ));
     for (member, grants, token) in &tokens {
         out.push_str(&format!(

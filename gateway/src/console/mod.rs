@@ -1009,7 +1009,13 @@ impl Console {
                 name: form.get("name").to_owned(),
                 kind: form.get("kind").to_owned(),
                 url: form.get("url").to_owned(),
-                headers: form.get("headers").to_owned(),
+                // Only lines naming a variable: anything else may be a pasted secret.
+                headers: form
+                    .get("headers")
+                    .lines()
+                    .filter(|l| header_line(l.trim()).is_some())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 command: form.get("command").to_owned(),
                 args: form.get("args").to_owned(),
                 prefix: form.get("prefix").to_owned(),
@@ -1568,7 +1574,14 @@ fn spec_of(form: &Form) -> Result<store::NewServer, store::Error> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| store::parse_header(l, true))
+        .map(|l| match header_line(l) {
+            Some(_) => store::parse_header(l, true),
+            // What follows the colon may be a pasted secret: it is not echoed.
+            None => Err(store::Error::Invalid(format!(
+                "header {:?}: give the name of an environment variable of the gateway                  (letters, digits, _), not a value",
+                l.split(':').next().unwrap_or("").trim()
+            ))),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(store::NewServer {
         name,
@@ -1577,6 +1590,18 @@ fn spec_of(form: &Form) -> Result<store::NewServer, store::Error> {
         prefix,
         ..Default::default()
     })
+}
+
+/// A header line `Name: VAR` whose variable is a valid name: (name, variable).
+fn header_line(line: &str) -> Option<(&str, &str)> {
+    let (name, var) = line.split_once(':')?;
+    let var = var.trim();
+    let valid = var
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then_some((name.trim(), var))
 }
 
 /// A stored server as the form shows it; an error when it has settings the form cannot carry
