@@ -50,7 +50,22 @@ async fn fill(c: &Client, css: &str, value: &str) {
     field.send_keys(value).await.expect("type");
 }
 
+/// Clicks what leads to another page, and waits until the browser has left this one (so the
+/// next lookup cannot find an element of the old page).
 async fn click(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.expect("a page");
+    tick(c, css).await;
+    for _ in 0..400 {
+        if old.tag_name().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("clicking {css} did not lead to another page");
+}
+
+/// Clicks what stays on this page (a checkbox).
+async fn tick(c: &Client, css: &str) {
     find(c, css)
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
@@ -208,7 +223,7 @@ async fn an_owner_runs_a_workspace_from_the_console_in_a_real_browser() {
         "{editor}"
     );
     assert!(previewed(c).await.is_empty());
-    click(c, "input[value='tools:echo']").await;
+    tick(c, "input[value='tools:echo']").await;
     fill(c, "#globs", "tools:s*").await;
     let expected: BTreeSet<String> = ["tools:echo", "tools:schema", "tools:slow", "tools:steps"]
         .into_iter()
@@ -472,7 +487,33 @@ async fn console_responses_carry_their_protections() {
     );
     assert_eq!(r.headers()["cache-control"], "no-store");
 
-    // Ten wrong tokens close sign-in for a minute, even to the right one.
+    // A signed-in request another site (another port of this host, say) made is refused.
+    let r = http
+        .get(format!("{admin}/console/workspaces"))
+        .header("cookie", &sid)
+        .header("sec-fetch-site", "same-site")
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(r.status(), 403);
+    let r = http
+        .get(format!("{admin}/console/workspaces"))
+        .header("cookie", &sid)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(r.status(), 200);
+    // A segment that decodes to a separator is no name.
+    let r = http
+        .get(format!("{admin}/console/w/a%2Fb/members"))
+        .header("cookie", &sid)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(r.status(), 404);
+
+    // After ten wrong tokens in a minute, wrong ones get 429; the right one still signs in.
     for _ in 0..10 {
         let r = http
             .post(format!("{admin}/console/login"))
@@ -491,11 +532,20 @@ async fn console_responses_carry_their_protections() {
         .post(format!("{admin}/console/login"))
         .header("cookie", format!("mcpgw_console_login={login_csrf}"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={login_csrf}&token={}", gw.admin_token))
+        .body(format!("csrf={login_csrf}&token=wrong-again-wrong-again"))
         .send()
         .await
         .expect("post");
     assert_eq!(r.status(), 429);
+    let r = http
+        .post(format!("{admin}/console/login"))
+        .header("cookie", format!("mcpgw_console_login={login_csrf}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={login_csrf}&token={}", gw.admin_token))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 303, "a flood of wrong tokens locks nobody out");
     gw.stop().await;
 }
 
@@ -827,6 +877,21 @@ async fn the_console_works_without_javascript() {
         !page.contains("s3cret"),
         "a refused value is not echoed back"
     );
+    // Nor one shaped like a variable's name that the gateway does not have.
+    let (status, page) = s
+        .post(
+            "/console/w/acme/servers",
+            &[
+                ("name", "db2"),
+                ("kind", "http"),
+                ("url", &upstream.url),
+                ("headers", "X-Api-Key: sk_live_abc123"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("no environment variable of that name"));
+    assert!(!page.contains("sk_live_abc123"), "not echoed");
 
     // Editing: a new prefix, checked by the admin API.
     let (status, _) = s

@@ -80,6 +80,9 @@ pub enum Error {
     /// The body is over the admin limit.
     #[error("request body too large")]
     TooLarge,
+    /// A signed-in request another site made the browser send.
+    #[error("requests from other sites are refused")]
+    CrossSite,
 }
 
 impl Error {
@@ -94,7 +97,7 @@ impl Error {
             Error::Audit(_) | Error::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
-            Error::Csrf => StatusCode::FORBIDDEN,
+            Error::Csrf | Error::CrossSite => StatusCode::FORBIDDEN,
             Error::SignedOut => StatusCode::UNAUTHORIZED,
             Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -133,6 +136,8 @@ pub struct Console {
     verified: Arc<Mutex<HashMap<String, Verified>>>,
     secure: bool,
     mcp_url: String,
+    /// Exports running at once (each holds up to [`EXPORT_MAX`] records in memory).
+    exports: tokio::sync::Semaphore,
 }
 
 /// A form or query: its pairs in order (a checkbox list repeats its name).
@@ -174,12 +179,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A path segment, percent-decoded.
-fn decode_segment(s: &str) -> String {
-    crate::admin::query_params(&format!("x={}", s.replace('+', "%2B")))
-        .pop()
-        .map(|(_, v)| v)
-        .unwrap_or_default()
+/// A path segment, percent-decoded; `None` when it is not UTF-8 or decodes to a character no
+/// name holds and a link cannot carry as is (`/`, `?`, `#`, `%`, controls).
+fn decode_segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let (h, l) = (hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?);
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(out).ok()?;
+    let odd = |c: char| matches!(c, '/' | '?' | '#' | '%') || c.is_control();
+    (!text.chars().any(odd)).then_some(text)
 }
 
 /// The value of cookie `name`.
@@ -265,13 +284,16 @@ impl Console {
             verified: Arc::new(Mutex::new(HashMap::new())),
             secure,
             mcp_url,
+            exports: tokio::sync::Semaphore::new(2),
         }
     }
 
     /// Serves one request under `/console` (`rest`: the path's segments after it).
     pub async fn handle(&self, admin: &Admin, req: Request<Incoming>, rest: &[&str]) -> Resp {
         let start = Instant::now();
-        let segs: Vec<String> = rest.iter().map(|s| decode_segment(s)).collect();
+        // A segment that does not decode to a name answers 404 (no route has a NUL in it).
+        let segs: Option<Vec<String>> = rest.iter().map(|s| decode_segment(s)).collect();
+        let segs = segs.unwrap_or_else(|| vec!["\u{0}".to_owned()]);
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let mut resp = match self.route(admin, req, &segs).await {
             Ok(r) => r,
@@ -350,10 +372,27 @@ impl Console {
             (&Method::POST, ["login"]) => return self.login(admin, req).await,
             _ => {}
         }
+        // A signed-in request must come from the console itself (or be typed in): the browser
+        // says where it comes from. SameSite does not tell ports apart, so a page on another
+        // loopback port could otherwise make the browser GET an export with the cookie.
+        if let Some(site) = req.headers().get("sec-fetch-site")
+            && !matches!(site.as_bytes(), b"same-origin" | b"none")
+        {
+            return Err(Error::CrossSite);
+        }
         let sid = cookie(&req, COOKIE).unwrap_or("").to_owned();
         let Some((session, flash)) = self.sessions.get(&sid) else {
             return Err(Error::SignedOut);
         };
+        let snapshot = admin.directory.snapshot();
+        if let ["w", ws, ..] = segs
+            && snapshot.workspace(ws).is_none()
+        {
+            return Err(Error::Store(store::Error::NotFound(
+                "workspace",
+                (*ws).to_owned(),
+            )));
+        }
         if method == Method::POST {
             let body = crate::admin::read_body(req).await.map_err(|e| match e {
                 crate::admin::Error::TooLarge => Error::TooLarge,
@@ -381,15 +420,6 @@ impl Console {
         let page = |t: &dyn askama::DynTemplate| -> Result<Resp> {
             Ok(html(StatusCode::OK, t.dyn_render()?))
         };
-        let snapshot = admin.directory.snapshot();
-        if let ["w", ws, ..] = segs
-            && snapshot.workspace(ws).is_none()
-        {
-            return Err(Error::Store(store::Error::NotFound(
-                "workspace",
-                (*ws).to_owned(),
-            )));
-        }
         match segs {
             ["workspaces"] => {
                 let rows = admin
@@ -580,7 +610,7 @@ impl Console {
                     .await?;
                 page(&t)
             }
-            ["w", ws, "servers", "new"] => page(&views::ServerForm {
+            ["w", ws, "servers", "_new"] => page(&views::ServerForm {
                 chrome: chrome("Add a server".into(), Some(ws), "servers"),
                 ws: (*ws).to_owned(),
                 editing: false,
@@ -683,14 +713,15 @@ impl Console {
         if expected.is_empty() || !session::same_secret(form.get("csrf"), &expected) {
             return Err(Error::Csrf);
         }
-        if !self.sessions.sign_in_open() {
-            tracing::warn!("console sign-in refused: too many failed attempts");
-            return self.login_page(
-                Some("Too many failed sign-ins: wait a minute and try again.".into()),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-        }
         if !session::same_secret(form.get("token"), admin.token.expose()) {
+            // After many failures, wrong tokens are answered 429 and no longer logged one by
+            // one; the right token always signs in (a flood of wrong ones locks nobody out).
+            if !self.sessions.sign_in_open() {
+                return self.login_page(
+                    Some("Too many failed sign-ins: wait a minute and try again.".into()),
+                    StatusCode::TOO_MANY_REQUESTS,
+                );
+            }
             self.sessions.failed_sign_in();
             tracing::warn!("console sign-in failed: wrong admin token");
             return self.login_page(
@@ -913,7 +944,7 @@ impl Console {
                     Err(e) => return self.server_form_again(sid, ws, form, false, e),
                 }
             }
-            ["w", ws, "servers", "refresh"] => {
+            ["w", ws, "servers", "_refresh"] => {
                 back = format!("/console/w/{ws}/servers");
                 self.tools.forget(ws);
                 Ok("Every server is listed again.".into())
@@ -1013,7 +1044,9 @@ impl Console {
                 headers: form
                     .get("headers")
                     .lines()
-                    .filter(|l| header_line(l.trim()).is_some())
+                    .filter(|l| {
+                        header_line(l.trim()).is_some_and(|(_, v)| std::env::var_os(v).is_some())
+                    })
                     .collect::<Vec<_>>()
                     .join("\n"),
                 command: form.get("command").to_owned(),
@@ -1036,6 +1069,15 @@ impl Console {
     ) -> Result<(views::Preview, bool)> {
         let snapshot = admin.directory.snapshot();
         let view = snapshot.workspace(ws).ok_or(Error::NotFound)?.clone();
+        match subject {
+            Subject::Member(m) if snapshot.member(ws, m).is_none() => {
+                return Err(store::Error::NotFound("member", m.clone()).into());
+            }
+            Subject::Role(r) if snapshot.role(ws, r).is_none() => {
+                return Err(store::Error::NotFound("role", r.clone()).into());
+            }
+            _ => {}
+        }
         let listings = self.tools.of(&view).await;
         Ok((
             self.preview_of(admin, subject, ws, patterns, &listings),
@@ -1384,6 +1426,11 @@ impl Console {
             "jsonl" | "" => false,
             f => return Err(Error::BadRequest(format!("unknown format {f:?}"))),
         };
+        let _permit = self
+            .exports
+            .acquire()
+            .await
+            .map_err(|_| Error::BadRequest("the console is shutting down".into()))?;
         let db = admin.directory.store().db();
         let mut out = String::new();
         if csv {
@@ -1574,12 +1621,18 @@ fn spec_of(form: &Form) -> Result<store::NewServer, store::Error> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| match header_line(l) {
-            Some(_) => store::parse_header(l, true),
-            // What follows the colon may be a pasted secret: it is not echoed.
+        .enumerate()
+        .map(|(n, l)| match header_line(l) {
+            Some((_, var)) if std::env::var_os(var).is_some() => store::parse_header(l, true),
+            // The line may hold a pasted secret: it is neither echoed nor stored.
+            Some(_) => Err(store::Error::Invalid(format!(
+                "header line {}: the gateway has no environment variable of that name",
+                n + 1
+            ))),
             None => Err(store::Error::Invalid(format!(
-                "header {:?}: give the name of an environment variable of the gateway                  (letters, digits, _), not a value",
-                l.split(':').next().unwrap_or("").trim()
+                "header line {}: write `Name: VARIABLE`, naming an environment variable of the \
+                 gateway (letters, digits, _), not a value",
+                n + 1
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;

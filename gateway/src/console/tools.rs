@@ -165,7 +165,8 @@ pub struct Seen {
 }
 
 /// Which of the listed tools `principal` sees: the policy chain's own listing decision, asked
-/// once per tool, exactly as `tools/list` asks it.
+/// once per tool as `tools/list` asks it (outside the chain's listing cache; the modules'
+/// decision counters count it).
 pub fn preview(
     chain: &PolicyChain,
     principal: &Principal,
@@ -175,7 +176,7 @@ pub fn preview(
     for (server, listing) in listings {
         let Ok(tools) = &listing.tools else { continue };
         for tool in tools {
-            let verdict = chain.decide(&Question {
+            let verdict = chain.preview_listing(&Question {
                 request_id: "console-preview",
                 principal,
                 server: &server.name,

@@ -226,6 +226,16 @@ impl PolicyChain {
         }
     }
 
+    /// A listing question asked for a preview (the console's allowlist editor): evaluated by
+    /// the listing-phase modules as [`Self::decide`] would, but never read from nor written to
+    /// the listing cache, so drafts do not crowd out the verdicts live requests use.
+    pub fn preview_listing(&self, q: &Question<'_>) -> Verdict {
+        self.evaluate_listing(&Question {
+            arguments: None,
+            ..*q
+        })
+    }
+
     /// Runs the listing-phase modules on a listing question.
     fn evaluate_listing(&self, listing: &Question<'_>) -> Verdict {
         let mut allowed = false;

@@ -672,7 +672,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             "invalid duration {text:?}: expected a number and s, m, h, d or w (30d)"
         ))
     };
-    let (num, unit) = text.split_at(text.len().saturating_sub(1));
+    // The unit is the last character: split where it starts (it may be multi-byte).
+    let cut = text.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = text.split_at(cut);
     let n: u64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
         "s" => 1,

@@ -411,3 +411,15 @@ fn body_errors_name_the_field_and_never_echo_a_value() {
     .unwrap();
     assert_eq!(ok.stdio.map(|s| s.env[0].source()), Some("env:GH".into()));
 }
+
+#[test]
+fn durations_parse_and_a_multibyte_last_character_is_refused_not_a_panic() {
+    assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+    assert_eq!(
+        parse_duration("2w").unwrap(),
+        Duration::from_secs(2 * 604_800)
+    );
+    for bad in ["", "d", "0d", "5", "5x", "é", "5é", "30dé", "-1d"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+}

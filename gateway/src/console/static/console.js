@@ -49,7 +49,14 @@ if (editor) {
     const ask = ++asked;
     preview.setAttribute("aria-busy", "true");
     fetch(editor.dataset.preview + "?" + params.toString(), { credentials: "same-origin" })
-      .then((r) => (r.ok ? r.text() : Promise.reject(r.status)))
+      .then((r) => {
+        // Signed out meanwhile: the answer is the sign-in page, which gets the whole window.
+        if (r.redirected) {
+          window.location.assign(r.url);
+          return Promise.reject(r.status);
+        }
+        return r.ok ? r.text() : Promise.reject(r.status);
+      })
       .then((html) => {
         if (ask !== asked) return;
         preview.innerHTML = html;
