@@ -929,6 +929,11 @@ impl Directory {
                 }
             }
             Housekeeping::Resync => self.resync_logged().await,
+            Housekeeping::Optimize => {
+                if let Err(e) = self.store.optimize().await {
+                    tracing::warn!(error = %e, "could not refresh the database's statistics");
+                }
+            }
         }
     }
 
@@ -999,12 +1004,15 @@ enum Housekeeping {
     Flush,
     Prune,
     Resync,
+    /// SQLite's planner statistics refreshed (`Store::optimize`).
+    Optimize,
 }
 
 struct Timers {
     flush: tokio::time::Interval,
     prune: tokio::time::Interval,
     resync: tokio::time::Interval,
+    optimize: tokio::time::Interval,
 }
 
 impl Timers {
@@ -1019,6 +1027,13 @@ impl Timers {
             flush: every(Duration::from_secs(5)),
             prune: every(PRUNE_EVERY),
             resync: every(RESYNC_EVERY),
+            optimize: {
+                let period = Duration::from_secs(600);
+                let first = tokio::time::Instant::now() + Duration::from_secs(30);
+                let mut i = tokio::time::interval_at(first, period);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            },
         }
     }
 
@@ -1027,6 +1042,7 @@ impl Timers {
             _ = self.flush.tick() => Housekeeping::Flush,
             _ = self.prune.tick() => Housekeeping::Prune,
             _ = self.resync.tick() => Housekeeping::Resync,
+            _ = self.optimize.tick() => Housekeeping::Optimize,
         }
     }
 }

@@ -1338,11 +1338,8 @@ impl Console {
     ) -> Result<views::Audit> {
         let (mut filter, form) = Self::audit_filter(ws, q)?;
         filter.limit = Some(AUDIT_PAGE);
-        let paged = filter.before_id.is_some();
         // The newest page is ordered by time within a window; paging back walks ids.
-        if paged {
-            filter.since_ms = filter.since_ms.or(Some(i64::MIN));
-        }
+        let paged = filter.before_id.is_some();
         let mut records = audit::store::query(admin.directory.store().db(), &filter).await?;
         records.reverse();
         let base = Self::audit_query(&form);
@@ -1438,7 +1435,6 @@ impl Console {
             out.push('\n');
         }
         let mut left = EXPORT_MAX;
-        filter.since_ms = filter.since_ms.or(Some(i64::MIN));
         loop {
             filter.limit = Some(left.min(5_000));
             let mut page = audit::store::query(db, &filter).await?;
