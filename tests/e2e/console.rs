@@ -631,41 +631,8 @@ async fn console_pages_at_1000_members_50_servers_1m_audit_records() {
         eprintln!("{b}: seeded in {:?}", started.elapsed());
 
         let gw = TestGateway::start(&db.url).await;
-        let admin = &gw.admin_url;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        let login = http
-            .get(format!("{admin}/console/login"))
-            .send()
-            .await
-            .expect("login");
-        let csrf = login.headers()["set-cookie"]
-            .to_str()
-            .expect("cookie")
-            .split(';')
-            .next()
-            .and_then(|kv| kv.split_once('='))
-            .map(|(_, v)| v.to_owned())
-            .expect("csrf");
-        let r = http
-            .post(format!("{admin}/console/login"))
-            .header("cookie", format!("mcpgw_console_login={csrf}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}&token={}", gw.admin_token))
-            .send()
-            .await
-            .expect("sign in");
-        let sid = r
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("mcpgw_console="))
-            .and_then(|v| v.split(';').next())
-            .expect("session")
-            .to_owned();
+        let session = Session::start(&gw).await;
+        let (http, admin, sid) = (&session.http, &gw.admin_url, &session.cookie);
         let server_ms = |r: &reqwest::Response| -> f64 {
             r.headers()["server-timing"]
                 .to_str()
@@ -700,7 +667,7 @@ async fn console_pages_at_1000_members_50_servers_1m_audit_records() {
             for _ in 0..21 {
                 let r = http
                     .get(format!("{admin}{page}"))
-                    .header("cookie", &sid)
+                    .header("cookie", sid)
                     .send()
                     .await
                     .expect("page");

@@ -352,16 +352,13 @@ impl Console {
         let method = req.method().clone();
         match (&method, segs) {
             (&Method::GET, []) => return Ok(redirect("/console/workspaces")),
-            (&Method::GET, ["static", "console.css"]) => {
-                let mut r = response(StatusCode::OK, "text/css; charset=utf-8", CSS);
-                r.headers_mut().insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("private, max-age=300"),
-                );
-                return Ok(r);
-            }
-            (&Method::GET, ["static", "console.js"]) => {
-                let mut r = response(StatusCode::OK, "text/javascript; charset=utf-8", JS);
+            (&Method::GET, ["static", file]) => {
+                let (ctype, body) = match *file {
+                    "console.css" => ("text/css; charset=utf-8", CSS),
+                    "console.js" => ("text/javascript; charset=utf-8", JS),
+                    _ => return Err(Error::NotFound),
+                };
+                let mut r = response(StatusCode::OK, ctype, body);
                 r.headers_mut().insert(
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("private, max-age=300"),
@@ -530,21 +527,12 @@ impl Console {
                     effective,
                 })
             }
-            ["w", ws, "members", name, "allowlist"] => {
-                let subject = Subject::Member((*name).to_owned());
-                let t = self
-                    .editor(
-                        admin,
-                        &subject,
-                        ws,
-                        None,
-                        chrome(String::new(), Some(ws), "members"),
-                    )
-                    .await?;
-                page(&t)
-            }
-            ["w", ws, "roles", name, "allowlist"] => {
-                let subject = Subject::Role((*name).to_owned());
+            ["w", ws, kind @ ("members" | "roles"), name, "allowlist"] => {
+                let subject = if *kind == "members" {
+                    Subject::Member((*name).to_owned())
+                } else {
+                    Subject::Role((*name).to_owned())
+                };
                 let t = self
                     .editor(
                         admin,
