@@ -398,6 +398,24 @@ async fn an_owner_runs_a_workspace_from_the_console_in_a_real_browser() {
     gw.stop().await;
 }
 
+/// Posts the sign-in form: its CSRF field, its cookie when `with_cookie`, and `token`.
+async fn sign_in(
+    http: &reqwest::Client,
+    admin: &str,
+    csrf: &str,
+    with_cookie: bool,
+    token: &str,
+) -> reqwest::Response {
+    let mut req = http
+        .post(format!("{admin}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&token={token}"));
+    if with_cookie {
+        req = req.header("cookie", format!("mcpgw_console_login={csrf}"));
+    }
+    req.send().await.expect("sign in")
+}
+
 /// What a browser is told to enforce, checked on the wire: the cookie's attributes, the CSP, a
 /// sign-in form without its own CSRF cookie, and the preview without JavaScript.
 #[tokio::test]
@@ -441,23 +459,10 @@ async fn console_responses_carry_their_protections() {
     assert!(!body.contains("<script>"), "no inline script");
 
     // Without the form's cookie (a cross-site post), even the right token is refused.
-    let r = http
-        .post(format!("{admin}/console/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={login_csrf}&token={}", gw.admin_token))
-        .send()
-        .await
-        .expect("post");
+    let r = sign_in(&http, admin, &login_csrf, false, &gw.admin_token).await;
     assert_eq!(r.status(), 403);
     // With it, signed in: a session cookie with the same protections.
-    let r = http
-        .post(format!("{admin}/console/login"))
-        .header("cookie", format!("mcpgw_console_login={login_csrf}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={login_csrf}&token={}", gw.admin_token))
-        .send()
-        .await
-        .expect("post");
+    let r = sign_in(&http, admin, &login_csrf, true, &gw.admin_token).await;
     assert_eq!(r.status(), 303);
     let session = r
         .headers()
@@ -515,36 +520,12 @@ async fn console_responses_carry_their_protections() {
 
     // After ten wrong tokens in a minute, wrong ones get 429; the right one still signs in.
     for _ in 0..10 {
-        let r = http
-            .post(format!("{admin}/console/login"))
-            .header("cookie", format!("mcpgw_console_login={login_csrf}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "csrf={login_csrf}&token={}",
-                "wrong-wrong-wrong-wrong"
-            ))
-            .send()
-            .await
-            .expect("post");
+        let r = sign_in(&http, admin, &login_csrf, true, "wrong-wrong-wrong-wrong").await;
         assert_eq!(r.status(), 401);
     }
-    let r = http
-        .post(format!("{admin}/console/login"))
-        .header("cookie", format!("mcpgw_console_login={login_csrf}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={login_csrf}&token=wrong-again-wrong-again"))
-        .send()
-        .await
-        .expect("post");
+    let r = sign_in(&http, admin, &login_csrf, true, "wrong-again-wrong-again").await;
     assert_eq!(r.status(), 429);
-    let r = http
-        .post(format!("{admin}/console/login"))
-        .header("cookie", format!("mcpgw_console_login={login_csrf}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={login_csrf}&token={}", gw.admin_token))
-        .send()
-        .await
-        .expect("post");
+    let r = sign_in(&http, admin, &login_csrf, true, &gw.admin_token).await;
     assert_eq!(r.status(), 303, "a flood of wrong tokens locks nobody out");
     gw.stop().await;
 }
@@ -725,14 +706,7 @@ impl Session {
             .and_then(|kv| kv.split_once('='))
             .map(|(_, v)| v.to_owned())
             .expect("csrf");
-        let r = http
-            .post(format!("{admin}/console/login"))
-            .header("cookie", format!("mcpgw_console_login={login_csrf}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={login_csrf}&token={}", gw.admin_token))
-            .send()
-            .await
-            .expect("sign in");
+        let r = sign_in(&http, &admin, &login_csrf, true, &gw.admin_token).await;
         let cookie = r
             .headers()
             .get_all("set-cookie")
