@@ -156,6 +156,16 @@ struct TokenBody {
     expires: Option<String>,
 }
 
+/// `POST .../tools/approve`: which changed tools to approve (all of the workspace's when empty).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    tool: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantBody {
@@ -501,6 +511,25 @@ impl Admin {
                 store.token_revoke(id, Some(ws)).await?;
                 self.changed().await;
                 ok(json!({"revoked": id}))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "tools"]) => {
+                ok(to_json(&store.pins(Some(ws)).await?))
+            }
+            (&Method::POST, ["v1", "workspaces", ws, "tools", "approve"]) => {
+                let body: ApproveBody = read_json(req).await?;
+                let approved = store
+                    .pins_approve(ws, body.server.as_deref(), body.tool.as_deref())
+                    .await?;
+                for p in &approved {
+                    self.audit.event(
+                        crate::audit::KIND_TOOL_APPROVED,
+                        &p.workspace,
+                        &p.server,
+                        &p.tool,
+                        "tool-approved",
+                    );
+                }
+                ok(to_json(&approved))
             }
             (&Method::GET, ["v1", "workspaces", ws, "grants"]) => {
                 let member = query

@@ -108,6 +108,35 @@ pub struct RawPolicy {
     pub max_idle_instances: Option<usize>,
     /// Settings of the built-in allowlist, for example `workspace_token = "grants"`.
     pub allowlist: Option<toml::Table>,
+    /// Tool pinning: `enforce` (default: a tool whose definition changed is hidden until an
+    /// admin approves it), `warn` (recorded and logged only) or `off`. Env `MCPGW_PINNING`.
+    pub pinning: Option<crate::catalog::PinMode>,
+    /// How long a flow's labels last after its last new label, in seconds; default 3600.
+    pub flow_ttl_s: Option<u64>,
+    /// A call of a tool last listed longer ago than this lists its server again first (to see a
+    /// changed definition), in seconds; default 60.
+    pub tool_recheck_s: Option<u64>,
+}
+
+/// Session-aware policy: flow labels and tool pinning (`[policy]` in the config file).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// What a changed tool definition does.
+    pub pinning: crate::catalog::PinMode,
+    /// Lifetime of a flow's labels after its last new label.
+    pub flow_ttl: Duration,
+    /// Age after which a call lists its tool's server again.
+    pub tool_recheck: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            pinning: crate::catalog::PinMode::Enforce,
+            flow_ttl: Duration::from_secs(3600),
+            tool_recheck: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A secret that never prints.
@@ -162,6 +191,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Identity providers' key fetching.
     pub idp: crate::oidc::Settings,
+    /// Flow labels and tool pinning.
+    pub session: SessionConfig,
 }
 
 /// Reads `MCPGW_<name>`; an empty value counts as unset.
@@ -260,6 +291,35 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
         let p = raw.policy;
+        let session_defaults = SessionConfig::default();
+        let pinning = match env("MCPGW_PINNING") {
+            Some(v) => {
+                serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
+                    Error::Invalid(
+                        "MCPGW_PINNING",
+                        format!("{v:?}: expected enforce, warn or off"),
+                    )
+                })?
+            }
+            None => p.pinning.unwrap_or(session_defaults.pinning),
+        };
+        let session = SessionConfig {
+            pinning,
+            flow_ttl: p
+                .flow_ttl_s
+                .map(Duration::from_secs)
+                .unwrap_or(session_defaults.flow_ttl),
+            tool_recheck: p
+                .tool_recheck_s
+                .map(Duration::from_secs)
+                .unwrap_or(session_defaults.tool_recheck),
+        };
+        if session.flow_ttl.is_zero() || session.tool_recheck.is_zero() {
+            return Err(Error::Invalid(
+                "policy.flow_ttl_s / policy.tool_recheck_s",
+                "must be at least 1".into(),
+            ));
+        }
         let defaults = Limits::default();
         let timeout =
             Duration::from_millis(p.timeout_ms.unwrap_or(defaults.timeout.as_millis() as u64));
@@ -361,6 +421,7 @@ impl TryFrom<RawConfig> for Config {
             policy,
             audit,
             idp,
+            session,
         })
     }
 }

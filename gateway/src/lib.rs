@@ -18,10 +18,12 @@
 
 pub mod admin;
 pub mod audit;
+pub mod catalog;
 pub mod clients;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod flow;
 pub mod identity;
 pub mod listener;
 pub mod mcp;
@@ -78,6 +80,15 @@ pub async fn run_with(
         .await
         .context("open the database")?;
     let audit = audit::Audit::start(store.clone(), &config.audit);
+    let flows = flow::Flows::shared(store.clone(), config.session.flow_ttl)
+        .await
+        .context("load flow labels")?;
+    let catalog = catalog::Catalog::start(
+        store.clone(),
+        audit.clone(),
+        config.session.pinning,
+        config.session.tool_recheck,
+    );
     let directory = identity::Directory::open(store)
         .await
         .context("load identities")?;
@@ -138,6 +149,8 @@ pub async fn run_with(
             )
             .map_err(anyhow::Error::msg)?,
             public_url: config.public_url.clone(),
+            flows: flows.clone(),
+            catalog: catalog.clone(),
         },
         audit.clone(),
         metrics.clone(),

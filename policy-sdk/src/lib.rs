@@ -73,6 +73,57 @@ pub struct ToolCall {
     pub tool: String,
     /// Arguments as JSON text; `None` when only visibility (`tools/list`) is asked.
     pub arguments: Option<String>,
+    /// What the upstream's listing says about the tool; `None` when the gateway has none.
+    pub facts: Option<ToolFacts>,
+    /// The MCP client as it named itself; `None` when it did not say.
+    pub client: Option<ClientInfo>,
+    /// The flow labels of the caller's session so far, sorted.
+    pub labels: Vec<String>,
+    /// Labels this answer attaches to the session (see [`ToolCall::label`]).
+    attached: std::cell::RefCell<Vec<String>>,
+}
+
+/// A tool's facts from the upstream's latest `tools/list`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolFacts {
+    /// `annotations.title`, else the tool's `title`.
+    pub title: Option<String>,
+    /// The tool's description.
+    pub description: Option<String>,
+    /// `annotations.readOnlyHint`.
+    pub read_only_hint: Option<bool>,
+    /// `annotations.destructiveHint`.
+    pub destructive_hint: Option<bool>,
+    /// `annotations.idempotentHint`.
+    pub idempotent_hint: Option<bool>,
+    /// `annotations.openWorldHint`.
+    pub open_world_hint: Option<bool>,
+    /// Hex SHA-256 of the canonical definition.
+    pub fingerprint: String,
+    /// The whole definition as JSON text; only in listing questions.
+    pub definition: Option<String>,
+}
+
+/// The MCP client, as it named itself (self-declared: not a credential).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// `clientInfo.name`.
+    pub name: String,
+    /// `clientInfo.version`.
+    pub version: String,
+}
+
+/// Longest flow label, in bytes.
+pub const MAX_LABEL_BYTES: usize = 64;
+/// Most labels one answer may attach.
+pub const MAX_LABELS_PER_ANSWER: usize = 8;
+
+/// True when `label` is a valid flow label: 1-64 bytes of `[a-z0-9._:-]`.
+pub fn valid_label(label: &str) -> bool {
+    (1..=MAX_LABEL_BYTES).contains(&label.len())
+        && label.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b':' | b'-')
+        })
 }
 
 impl ToolCall {
@@ -102,6 +153,66 @@ impl ToolCall {
     pub fn with_arguments(mut self, arguments: serde_json::Value) -> Self {
         self.arguments = Some(arguments.to_string());
         self
+    }
+
+    /// Sets the session's labels (sorted and deduplicated here, as the host gives them).
+    pub fn with_labels<S: Into<String>>(mut self, labels: impl IntoIterator<Item = S>) -> Self {
+        self.labels = labels.into_iter().map(Into::into).collect();
+        self.labels.sort();
+        self.labels.dedup();
+        self
+    }
+
+    /// Sets the tool's facts.
+    pub fn with_facts(mut self, facts: ToolFacts) -> Self {
+        self.facts = Some(facts);
+        self
+    }
+
+    /// Sets the client.
+    pub fn with_client(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.client = Some(ClientInfo {
+            name: name.into(),
+            version: version.into(),
+        });
+        self
+    }
+
+    /// True when the caller's session carries `label`.
+    pub fn has_label(&self, label: &str) -> bool {
+        self.labels
+            .binary_search_by(|l| l.as_str().cmp(label))
+            .is_ok()
+    }
+
+    /// Attaches a flow label to the caller's session with this answer: in the call phase it
+    /// holds once the call goes ahead, in the result phase once the result was inspected;
+    /// ignored in the listing phase. Invalid labels (see [`valid_label`]) and any past
+    /// [`MAX_LABELS_PER_ANSWER`] are dropped here, so an answer is never malformed.
+    pub fn label(&self, label: impl Into<String>) {
+        let label = label.into();
+        let mut attached = self.attached.borrow_mut();
+        if valid_label(&label)
+            && attached.len() < MAX_LABELS_PER_ANSWER
+            && !attached.contains(&label)
+        {
+            attached.push(label);
+        }
+    }
+
+    /// The labels attached so far by [`ToolCall::label`]; for tests.
+    pub fn attached_labels(&self) -> Vec<String> {
+        self.attached.borrow().clone()
+    }
+
+    /// Takes the attached labels out (the runtime does this after each answer).
+    pub fn take_attached_labels(&self) -> Vec<String> {
+        std::mem::take(&mut self.attached.borrow_mut())
+    }
+
+    /// The tool's description from its facts, if the gateway has one.
+    pub fn description(&self) -> Option<&str> {
+        self.facts.as_ref()?.description.as_deref()
     }
 
     /// True when the caller used the workspace token rather than a member token.
@@ -324,13 +435,13 @@ macro_rules! export_policy {
                 fn configure(settings: String) -> Result<(), String> {
                     $crate::rt::configure::<$policy>(&SETTINGS, &settings)
                 }
-                fn decide(call: $crate::rt::WitToolCall) -> $crate::rt::WitDecision {
+                fn decide(call: $crate::rt::WitToolCall) -> $crate::rt::WitVerdict {
                     $crate::rt::decide::<$policy>(&SETTINGS, call)
                 }
                 fn inspect_result(
                     call: $crate::rt::WitToolCall,
                     result: String,
-                ) -> $crate::rt::WitDecision {
+                ) -> $crate::rt::WitVerdict {
                     $crate::rt::inspect_result::<$policy>(&SETTINGS, call, result)
                 }
             }

@@ -2,10 +2,10 @@
 #![allow(missing_docs)]
 
 use crate::bindings::mcpgw::policy::types as wit;
-use crate::{Decision, Policy, ToolCall, ToolResult};
+use crate::{ClientInfo, Decision, Policy, ToolCall, ToolFacts, ToolResult};
 use std::sync::OnceLock;
 
-pub use wit::{Decision as WitDecision, Metadata, ToolCall as WitToolCall};
+pub use wit::{Metadata, ToolCall as WitToolCall, Verdict as WitVerdict};
 
 pub fn metadata<P: Policy>(name: &str, version: &str) -> Metadata {
     let mut phases = wit::Phases::empty();
@@ -27,7 +27,7 @@ pub fn configure<P: Policy>(cell: &OnceLock<P::Settings>, json: &str) -> Result<
 }
 
 fn from_wit(call: WitToolCall) -> ToolCall {
-    ToolCall {
+    let mut out = ToolCall {
         request_id: call.request_id,
         workspace: call.principal.workspace,
         member: call.principal.member,
@@ -35,43 +35,66 @@ fn from_wit(call: WitToolCall) -> ToolCall {
         server: call.server,
         tool: call.tool,
         arguments: call.arguments,
-    }
+        facts: call.facts.map(|f| ToolFacts {
+            title: f.title,
+            description: f.description,
+            read_only_hint: f.read_only_hint,
+            destructive_hint: f.destructive_hint,
+            idempotent_hint: f.idempotent_hint,
+            open_world_hint: f.open_world_hint,
+            fingerprint: f.fingerprint,
+            definition: f.definition,
+        }),
+        client: call.client.map(|c| ClientInfo {
+            name: c.name,
+            version: c.version,
+        }),
+        ..ToolCall::default()
+    };
+    // The host sends them sorted; `has_label` relies on it.
+    out.labels = call.labels;
+    out.labels.sort();
+    out
 }
 
-fn to_wit(decision: Decision) -> WitDecision {
-    match decision {
-        Decision::Allow => WitDecision::Allow,
-        Decision::Abstain => WitDecision::Abstain,
-        Decision::Deny { code, reason } => WitDecision::Deny(wit::Denial { code, reason }),
-    }
+fn to_wit(decision: Decision, labels: Vec<String>) -> WitVerdict {
+    let decision = match decision {
+        Decision::Allow => wit::Decision::Allow,
+        Decision::Abstain => wit::Decision::Abstain,
+        Decision::Deny { code, reason } => wit::Decision::Deny(wit::Denial { code, reason }),
+    };
+    WitVerdict { decision, labels }
 }
 
-fn unconfigured() -> WitDecision {
-    WitDecision::Deny(wit::Denial {
-        code: "not-configured".to_owned(),
-        reason: "policy module called before configure".to_owned(),
-    })
+fn unconfigured() -> WitVerdict {
+    to_wit(
+        Decision::deny("not-configured", "policy module called before configure"),
+        Vec::new(),
+    )
 }
 
-pub fn decide<P: Policy>(cell: &OnceLock<P::Settings>, call: WitToolCall) -> WitDecision {
+pub fn decide<P: Policy>(cell: &OnceLock<P::Settings>, call: WitToolCall) -> WitVerdict {
     let Some(settings) = cell.get() else {
         return unconfigured();
     };
     let call = from_wit(call);
-    to_wit(if call.is_listing() {
+    let decision = if call.is_listing() {
         P::list(&call, settings)
     } else {
         P::call(&call, settings)
-    })
+    };
+    to_wit(decision, call.take_attached_labels())
 }
 
 pub fn inspect_result<P: Policy>(
     cell: &OnceLock<P::Settings>,
     call: WitToolCall,
     json: String,
-) -> WitDecision {
+) -> WitVerdict {
     let Some(settings) = cell.get() else {
         return unconfigured();
     };
-    to_wit(P::result(&from_wit(call), &ToolResult { json }, settings))
+    let call = from_wit(call);
+    let decision = P::result(&call, &ToolResult { json }, settings);
+    to_wit(decision, call.take_attached_labels())
 }

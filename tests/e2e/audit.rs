@@ -99,6 +99,9 @@ async fn every_path_yields_one_record(db: TestDb) {
             ..PolicyConfig::default()
         };
         c.upstream_timeout = Duration::from_millis(800);
+        // The made-up tool below must reach its upstream, which lists no such tool: with
+        // pinning enforced the gateway refuses it as unknown itself (flows.rs tests that).
+        c.session.pinning = mcpgw::catalog::PinMode::Warn;
     })
     .await;
     gw.admin_post("/v1/workspaces", json!({"name": "acme"}))
@@ -517,6 +520,7 @@ fn record(workspace: &str, ts_ms: i64, tool: &str) -> Record {
         hash: String::new(),
         subject: None,
         issuer: None,
+        labels: None,
     }
 }
 
@@ -889,7 +893,9 @@ async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
         "mcpgw_policy_listing_cache_hits_total 1",
         "mcpgw_policy_reloads_total ",
         "mcpgw_policy_reload_failures_total 0",
-        "mcpgw_upstream_latency_seconds_count 2",
+        // Two calls forwarded, and the gateway's own session listing the tools first to check
+        // their pins (initialize, initialized, tools/list).
+        "mcpgw_upstream_latency_seconds_count 5",
         "mcpgw_audit_queue_depth 0",
         "mcpgw_audit_records_written_total 3",
         "mcpgw_audit_records_dropped_total 0",

@@ -82,22 +82,29 @@ async fn flash(c: &Client) -> String {
     text(c, "#flash").await
 }
 
-/// The `server:tool` entries the editor's preview lists as visible.
+/// The `server:tool` entries the editor's preview lists as visible. The live preview replaces
+/// the list while it is read (an element gone stale): then it is read again.
 async fn previewed(c: &Client) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for li in c
-        .find_all(Locator::Css("#preview-visible li"))
-        .await
-        .expect("preview")
-    {
-        out.insert(
-            li.attr("data-tool")
-                .await
-                .expect("attr")
-                .expect("data-tool"),
-        );
+    'read: for _ in 0..50 {
+        let mut out = BTreeSet::new();
+        for li in c
+            .find_all(Locator::Css("#preview-visible li"))
+            .await
+            .expect("preview")
+        {
+            match li.attr("data-tool").await {
+                Ok(tool) => {
+                    out.insert(tool.expect("data-tool"));
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue 'read;
+                }
+            }
+        }
+        return out;
     }
-    out
+    panic!("the preview never held still");
 }
 
 /// The tools `token` sees on `/mcp` through the official Rust SDK, as `server:tool`.

@@ -3,7 +3,7 @@
 
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Upstream;
-use mcpgw_tests::{Seed, TestGateway, guests, install, mcp_client, start_guarded, tool_names};
+use mcpgw_tests::{Seed, TestGateway, guests, install, mcp_client, tool_names};
 use reqwest::{Method, StatusCode};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
@@ -22,9 +22,23 @@ struct Env {
 /// Workspace `acme` with servers `db` (stateful) and `search` (stateless); alice may use
 /// everything, bob only `db:schema`; secrets-guard in the policy directory.
 async fn env(enforce: bool) -> Env {
+    env_config(enforce, |_| {}).await
+}
+
+/// [`env`] on a gateway whose test defaults `adjust` changes.
+async fn env_config(enforce: bool, adjust: impl FnOnce(&mut mcpgw::config::Config)) -> Env {
     let db = TestDb::sqlite();
     let (stateful, stateless) = (Upstream::start(true).await, Upstream::start(false).await);
-    let (gw, policies) = start_guarded(&db.url).await;
+    let policies = mcpgw_tests::secrets_guard_dir();
+    let dir = policies.path().to_owned();
+    let gw = TestGateway::start_config(&db.url, |c| {
+        c.policy = mcpgw::policy::PolicyConfig {
+            dir: Some(dir),
+            ..Default::default()
+        };
+        adjust(c);
+    })
+    .await;
     let tokens = gw
         .seed(&Seed {
             workspace: "acme",
@@ -899,9 +913,10 @@ async fn the_aggregated_endpoint_exposes_every_server_under_a_prefix() {
 async fn a_client_that_disconnects_closes_the_upstream_stream() {
     // Closing the response stream is how a 2026-07-28 client cancels; the gateway must pass the
     // close on. (rmcp's stateless server finishes a call whatever happens to its stream, so the
-    // upstream here is a bare HTTP peer that reports when its stream is closed.)
+    // upstream here is a bare HTTP peer that reports when its stream is closed; it lists no
+    // tools, so pinning, which would list them before the call, is off.)
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let env = env(true).await;
+    let env = env_config(true, |c| c.session.pinning = mcpgw::catalog::PinMode::Off).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<Duration>();

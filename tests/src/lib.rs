@@ -77,6 +77,9 @@ pub fn ask<'a>(
         server,
         tool,
         arguments: args,
+        facts: None,
+        client: None,
+        labels: &[],
     }
 }
 
@@ -124,6 +127,7 @@ impl TestGateway {
             policy: mcpgw::policy::PolicyConfig::default(),
             audit: mcpgw::audit::AuditConfig::default(),
             idp: mcpgw::oidc::Settings::default(),
+            session: mcpgw::config::SessionConfig::default(),
         };
         adjust(&mut config);
         let admin_token = "test-admin-token-0123456789".to_owned();
@@ -338,26 +342,33 @@ pub struct ServeProcess {
     _data: tempfile::TempDir,
 }
 
+/// The `mcpgw` binary cargo built beside this test executable (`cargo test --workspace`).
+pub fn mcpgw_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("mcpgw"))
+        .filter(|b| b.is_file())
+        .expect("target/<profile>/mcpgw is missing: run the tests with `cargo test --workspace`")
+}
+
 /// The admin token of [`ServeProcess`]es.
 pub const SERVE_ADMIN_TOKEN: &str = "serve-process-admin-token-0123456789";
 
 impl ServeProcess {
     /// Starts one and waits for its ready lines.
     pub fn start(database: &str) -> ServeProcess {
+        Self::start_args(database, &[])
+    }
+
+    /// Starts one with more `serve` arguments (`--policy-dir DIR`) and waits for its ready lines.
+    pub fn start_args(database: &str, args: &[&str]) -> ServeProcess {
         use std::io::BufRead as _;
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|p| p.join("mcpgw"))
-            .filter(|b| b.is_file())
-            .expect(
-                "target/<profile>/mcpgw is missing: run the tests with `cargo test --workspace`",
-            );
         let data = tempfile::tempdir().expect("data dir");
-        let mut child = std::process::Command::new(bin)
+        let mut child = std::process::Command::new(mcpgw_bin())
             .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
+            .args(args)
             .env("MCPGW_ADMIN_TOKEN", SERVE_ADMIN_TOKEN)
             .env("MCPGW_DATA_DIR", data.path())
             .env("MCPGW_LOG", "warn")

@@ -206,3 +206,96 @@ impl rmcp::ClientHandler for RootsClient {
         rmcp::model::ClientConfig::new(capabilities, Implementation::new("roots-client", "0.1.0"))
     }
 }
+
+/// A server whose tools are data: each answers with a fixed text, and descriptions can change
+/// while clients are connected (a rug pull).
+#[derive(Clone)]
+pub struct Toolbox {
+    /// (name, description, answer) of each tool.
+    tools: Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    /// `tools/call`s it has started.
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl Toolbox {
+    /// Tools given as (name, description, answer).
+    pub fn new(tools: &[(&str, &str, &str)]) -> Toolbox {
+        Toolbox {
+            tools: Arc::new(std::sync::Mutex::new(
+                tools
+                    .iter()
+                    .map(|(n, d, a)| ((*n).to_owned(), (*d).to_owned(), (*a).to_owned()))
+                    .collect(),
+            )),
+            calls: Arc::default(),
+        }
+    }
+
+    /// Changes a tool's description.
+    pub fn describe(&self, name: &str, description: &str) {
+        let mut tools = self.tools.lock().expect("tools");
+        for t in tools.iter_mut().filter(|t| t.0 == name) {
+            t.1 = description.to_owned();
+        }
+    }
+
+    /// Serves it on `127.0.0.1:0` (2025-11-25 sessions when `stateful`).
+    pub async fn serve(&self, stateful: bool) -> (String, mcpgw::demo::DemoServer) {
+        let this = self.clone();
+        let server =
+            mcpgw::demo::serve("toolbox", ([127, 0, 0, 1], 0).into(), stateful, move || {
+                this.clone()
+            })
+            .await
+            .expect("start toolbox");
+        (server.url.clone(), server)
+    }
+}
+
+impl ServerHandler for Toolbox {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("toolbox", "0.1.0"))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, McpError> {
+        let schema: rmcp::model::JsonObject = serde_json::from_value(serde_json::json!({
+            "type": "object", "properties": {"q": {"type": "string"}}}))
+        .expect("schema");
+        let schema = Arc::new(schema);
+        let tools = self
+            .tools
+            .lock()
+            .expect("tools")
+            .iter()
+            .map(|(n, d, _)| rmcp::model::Tool::new(n.clone(), d.clone(), schema.clone()))
+            .collect();
+        Ok(rmcp::model::ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, McpError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = self
+            .tools
+            .lock()
+            .expect("tools")
+            .iter()
+            .find(|t| *t.0 == *request.name)
+            .map(|t| t.2.clone())
+            .ok_or_else(|| McpError::invalid_params("no such tool", None))?;
+        Ok(CallToolResult::success(vec![ContentBlock::text(answer)]).into())
+    }
+}

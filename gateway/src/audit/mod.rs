@@ -36,6 +36,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub const KIND_CALL: &str = "tools/call";
 /// Record kind of a failed authentication.
 pub const KIND_AUTH: &str = "auth";
+/// Record kind of an upstream tool whose definition changed since it was pinned.
+pub const KIND_TOOL_CHANGED: &str = "tool-changed";
+/// Record kind of an admin's approval of a changed tool definition.
+pub const KIND_TOOL_APPROVED: &str = "tool-approved";
 
 /// What policy concluded about a call, in rising order of severity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -213,6 +217,10 @@ pub struct Record {
     /// For an identity-provider token: its issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The flow labels the call's policy applied to its session, sorted, comma-separated
+    /// (names only, never content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
 }
 
 impl Record {
@@ -243,10 +251,15 @@ impl Record {
         );
         // Subject and issuer join the hashed form only when present, so records written before
         // they existed keep their hashes.
-        if self.subject.is_none() && self.issuer.is_none() {
-            serde_json::to_string(&(head, tail)).unwrap_or_default()
-        } else {
-            serde_json::to_string(&(head, tail, (&self.subject, &self.issuer))).unwrap_or_default()
+        // Labels, likewise, only when some were applied.
+        match (&self.subject, &self.issuer, &self.labels) {
+            (None, None, None) => serde_json::to_string(&(head, tail)).unwrap_or_default(),
+            (_, _, None) => serde_json::to_string(&(head, tail, (&self.subject, &self.issuer)))
+                .unwrap_or_default(),
+            (_, _, Some(labels)) => {
+                serde_json::to_string(&(head, tail, (&self.subject, &self.issuer), labels))
+                    .unwrap_or_default()
+            }
         }
     }
 
@@ -548,6 +561,7 @@ impl Audit {
             hash: String::new(),
             subject: start.subject.map(clean),
             issuer: start.issuer.map(clean),
+            labels: None,
         };
         Ok(Some(Arc::new(Call {
             stats: self.stats.clone(),
@@ -600,6 +614,31 @@ impl Audit {
             hash: String::new(),
             subject: who.and_then(|w| w.subject).map(clean),
             issuer: who.and_then(|w| w.issuer).map(clean),
+            labels: None,
+        };
+        if tx.try_send(record).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records an event about a workspace's tool (`kind`: [`KIND_TOOL_CHANGED`],
+    /// [`KIND_TOOL_APPROVED`]) with `code` saying what happened. Never waits: with the queue
+    /// full the record is dropped and counted.
+    pub fn event(&self, kind: &str, workspace: &str, server: &str, tool: &str, code: &str) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let record = Record {
+            workspace: clean(workspace),
+            ts_ms: crate::store::now_ms(),
+            kind: kind.to_owned(),
+            server: clean(server),
+            tool: clean(tool),
+            decision: Decision::Allow.as_str().to_owned(),
+            status: Status::Success.as_str().to_owned(),
+            error_code: Some(code.to_owned()),
+            request_id: String::new(),
+            ..Record::default()
         };
         if tx.try_send(record).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -714,6 +753,24 @@ impl Call {
         if enforced {
             self.finish(Status::Denied, Some(d.code.clone()));
         }
+    }
+
+    /// Flow labels the call's policy applied to its session.
+    pub fn labelled(&self, labels: &[String]) {
+        if labels.is_empty() {
+            return;
+        }
+        let mut s = lock(&self.inner);
+        let mut all: Vec<&str> = s
+            .record
+            .labels
+            .as_deref()
+            .map(|l| l.split(',').collect())
+            .unwrap_or_default();
+        all.extend(labels.iter().map(String::as_str));
+        all.sort_unstable();
+        all.dedup();
+        s.record.labels = Some(clean(&all.join(",")));
     }
 
     /// The server and tool an aggregated name resolved to.

@@ -29,14 +29,14 @@ fn chunk_len(left: usize, most: usize) -> usize {
 }
 
 const COLUMNS: &str = "id, workspace, seq, ts_ms, kind, member, token_id, server, tool, decision, module, \
-     module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash, subject, issuer";
+     module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash, subject, issuer, labels";
 
 /// The columns an append writes, in bind order.
 const INSERT_INTO: &str = "INSERT INTO audit_records (workspace, seq, ts_ms, kind, member, token_id, server, tool, decision, \
-     module, module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash, subject, issuer) ";
+     module, module_digest, status, error_code, latency_us, upstream_latency_us, request_id, session_id, prev_hash, hash, subject, issuer, labels) ";
 
 /// Values bound per row.
-const INSERT_VALUES: usize = 21;
+const INSERT_VALUES: usize = 22;
 
 /// One value of a row, as either backend binds it.
 enum Column<'a> {
@@ -71,6 +71,7 @@ fn row_values(r: &Record) -> [Column<'_>; INSERT_VALUES] {
         Text(&r.hash),
         MaybeText(r.subject.as_deref()),
         MaybeText(r.issuer.as_deref()),
+        MaybeText(r.labels.as_deref()),
     ]
 }
 
@@ -378,6 +379,7 @@ where
         session_id: r.try_get("session_id")?,
         subject: r.try_get("subject")?,
         issuer: r.try_get("issuer")?,
+        labels: r.try_get("labels")?,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
     })

@@ -707,6 +707,7 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
         | Command::Dev { .. }
         | Command::Policy(_)
         | Command::Audit(_)
+        | Command::Tools(_)
         | Command::Idp(_)
         | Command::Scim(_)
         | Command::Server(ServerCmd::Status { .. }) => {

@@ -14,6 +14,7 @@ mod idp;
 mod policy;
 mod scim;
 mod status;
+mod tools;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -109,6 +110,9 @@ enum Command {
     /// The audit trail: list, tail, export, verify, checkpoint, prune.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Upstream tools pinned by a workspace: list, diff a changed one, approve it.
+    #[command(subcommand)]
+    Tools(tools::ToolsCmd),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -194,6 +198,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     .await
                     .with_context(|| format!("open {}", redact_url(&config.database)))?;
                 audit::run(&store, cmd, g.json).await
+            })
+        }
+        Command::Tools(cmd) => {
+            let config = load_config(&g)?;
+            runtime()?.block_on(async move {
+                let store = Store::connect(&config.database)
+                    .await
+                    .with_context(|| format!("open {}", redact_url(&config.database)))?;
+                tools::run(&store, cmd, g.json).await
             })
         }
         Command::Server(ServerCmd::Status {

@@ -34,8 +34,10 @@ pub enum PolicyCommand {
     Run {
         /// The component (`.wasm`).
         file: PathBuf,
-        /// The question as JSON: {"server","tool","workspace","member","grants","arguments"};
-        /// without "arguments" it is a listing question.
+        /// The question as JSON: {"server","tool","workspace","member","grants","arguments",
+        /// "labels","definition","client"}; without "arguments" it is a listing question.
+        /// "definition" is the tool as the upstream lists it (its facts), "labels" the
+        /// session's flow labels.
         #[arg(long)]
         call: String,
         /// A tool result (JSON) to inspect instead of deciding the call.
@@ -106,6 +108,16 @@ struct CallInput {
     arguments: Option<serde_json::Value>,
     #[serde(default)]
     request_id: Option<String>,
+    /// The session's flow labels.
+    #[serde(default)]
+    labels: Vec<String>,
+    /// The tool as the upstream lists it (`{"name", "description", "inputSchema",
+    /// "annotations", ...}`): its facts and fingerprint, as the gateway would give them.
+    #[serde(default)]
+    definition: Option<serde_json::Value>,
+    /// The client: `{"name", "version"}`.
+    #[serde(default)]
+    client: Option<serde_json::Value>,
 }
 
 fn default_workspace() -> String {
@@ -130,12 +142,29 @@ pub fn run(
         grants: input.grants,
     };
     let arguments = input.arguments.map(|a| a.to_string());
+    let mut labels = input.labels;
+    labels.sort();
+    labels.dedup();
+    let facts = input.definition.as_ref().map(mcpgw::catalog::facts_of);
+    let client = input.client.as_ref().and_then(|c| {
+        Some(policy::ClientInfo {
+            name: c.get("name")?.as_str()?.to_owned(),
+            version: c
+                .get("version")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned(),
+        })
+    });
     let call = Question {
         request_id: input.request_id.as_deref().unwrap_or("cli"),
         principal: &principal,
         server: &input.server,
         tool: &input.tool,
         arguments: arguments.as_deref(),
+        facts: facts.as_ref(),
+        client: client.as_ref(),
+        labels: &labels,
     };
     let answer = match result {
         Some(r) => {
@@ -154,6 +183,9 @@ pub fn run(
             serde_json::json!({"decision": "deny", "code": f.code(), "reason": f.describe(), "fault": true})
         }
     };
+    if !answer.labels.is_empty() {
+        out["labels"] = answer.labels.clone().into();
+    }
     out["module"] = module.name().into();
     out["fuel"] = answer.fuel.into();
     if result.is_none() && call.arguments.is_some() {

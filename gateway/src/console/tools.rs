@@ -182,6 +182,9 @@ pub fn preview(
                 server: &server.name,
                 tool: &tool.name,
                 arguments: None,
+                facts: None,
+                client: None,
+                labels: &[],
             });
             let reason = match verdict {
                 Verdict::Allow => None,

@@ -47,7 +47,7 @@ pub(super) struct Aggregates {
     /// Token id → exposed names → (server, original name).
     names: Mutex<HashMap<String, Names>>,
     /// The gateway as a client of the upstreams.
-    client: upstream::client::Client,
+    pub(super) client: upstream::client::Client,
 }
 
 #[derive(Default)]
@@ -108,6 +108,8 @@ struct Req<'a> {
     headers: &'a HeaderMap,
     revision: Revision,
     request_id: String,
+    /// The flow: the gateway's session (2025-11-25), else the token.
+    flow_key: String,
 }
 
 impl Req<'_> {
@@ -241,12 +243,28 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return finish(Err(e), None, msg.id(), false),
         };
+        let flow_key = crate::flow::key(
+            &identity.principal.workspace,
+            session.as_deref(),
+            &identity.token_id,
+        );
+        if revision == Revision::Modern
+            && let Some(info) = msg
+                .value
+                .get("params")
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get("io.modelcontextprotocol/clientInfo"))
+                .and_then(super::client_info_of)
+        {
+            self.flows.set_client(&flow_key, info);
+        }
         let r = Req {
             identity: &identity,
             msg: &msg,
             headers: &parts.headers,
             revision,
             request_id,
+            flow_key,
         };
         // On /mcp the server is not known until the exposed name is resolved (`Call::target`).
         let call = match self.begin_call(
@@ -388,6 +406,14 @@ impl Proxy {
         self.aggregates
             .client_sessions
             .bind(session.clone(), &r.identity.token_id);
+        if let Some(info) = Proxy::client_info(r.msg) {
+            let key = crate::flow::key(
+                &r.identity.principal.workspace,
+                Some(&session),
+                &r.identity.token_id,
+            );
+            self.flows.set_client(&key, info);
+        }
         let mut result = Map::new();
         result.insert("protocolVersion".into(), json!(version));
         result.insert("capabilities".into(), capabilities());
@@ -451,18 +477,29 @@ impl Proxy {
         let chain = self.policies.chain();
         let mut out = Vec::new();
         let mut names: HashMap<String, (String, String)> = HashMap::new();
+        let ws = &r.identity.principal.workspace;
+        self.catalog.ensure_loaded(ws).await;
+        let flow = relay::Flow::of(&self.flows, r.flow_key.clone());
         let (lists, ttl) = self.list_every(r, "tools/list", "tools").await;
         for (server, tools) in lists {
             for mut tool in tools {
                 let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
                     continue;
                 };
+                let (facts, trust) = self.catalog.observe(ws, &server.name, &tool);
+                if !self.catalog.usable(trust) {
+                    tracing::debug!(server = %server.name, tool = %name, ?trust, "hidden: definition not the pinned one");
+                    continue;
+                }
                 let q = Question {
                     request_id: &r.request_id,
                     principal: &r.identity.principal,
                     server: &server.name,
                     tool: &name,
                     arguments: None,
+                    facts: Some(&facts),
+                    client: flow.client.as_deref(),
+                    labels: &flow.labels,
                 };
                 if let Verdict::Deny(_) = chain.decide(&q)
                     && r.identity.workspace.enforce
@@ -636,9 +673,11 @@ impl Proxy {
         let span = tracing::Span::current();
         span.record("server", server_name.as_str());
         span.record("tool", tool.as_str());
-        let ctx = self.aggregated_context(r, &server, call);
+        let mut ctx = self.aggregated_context(r, &server, call);
         let arguments = r.msg.arguments_json();
-        decide_call(&ctx, &tool, &arguments, &exposed)?;
+        self.check_tool(&mut ctx, &server, &tool, &exposed, r.revision, r.meta())
+            .await?;
+        decide_call(&mut ctx, &tool, &arguments, &exposed)?;
         let relay = if ctx.chain.inspects_results() {
             Relay::InspectResult {
                 tool: tool.clone(),
@@ -666,6 +705,9 @@ impl Proxy {
             client_id: r.id().cloned().unwrap_or(Value::Null),
             call,
             aggregated: true,
+            flow: relay::Flow::of(&self.flows, r.flow_key.clone()),
+            facts: None,
+            catalog: self.catalog.clone(),
         }
     }
 
@@ -759,6 +801,7 @@ impl Proxy {
             headers: r.headers,
             revision: r.revision,
             request_id: r.request_id.clone(),
+            flow_key: r.flow_key.clone(),
         };
         self.forward_to(&renamed, server_name, None).await
     }
@@ -772,6 +815,9 @@ impl Proxy {
             server,
             tool: "*",
             arguments: None,
+            facts: None,
+            client: None,
+            labels: &[],
         };
         matches!(self.policies.chain().decide(&q), Verdict::Allow) || !identity.workspace.enforce
     }

@@ -81,6 +81,8 @@ pub struct Proxy {
     request_prefix: String,
     audit: Arc<Audit>,
     metrics: Arc<crate::metrics::Metrics>,
+    flows: Arc<crate::flow::Flows>,
+    catalog: Arc<crate::catalog::Catalog>,
 }
 
 /// Which endpoint a path names.
@@ -129,6 +131,27 @@ pub struct Settings {
     pub origins: Origins,
     /// The URL clients reach the gateway at, when it sits behind a proxy.
     pub public_url: Option<String>,
+    /// Flow labels of every session.
+    pub flows: Arc<crate::flow::Flows>,
+    /// The upstream tools seen, and their pins.
+    pub catalog: Arc<crate::catalog::Catalog>,
+}
+
+/// `{name, version}` as the client gave it, each cut to 128 bytes.
+pub(crate) fn client_info_of(info: &Value) -> Option<crate::policy::ClientInfo> {
+    let field = |k: &str| -> String {
+        let v = info.get(k).and_then(Value::as_str).unwrap_or_default();
+        let mut end = v.len().min(128);
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        v[..end].to_owned()
+    };
+    let name = field("name");
+    (!name.is_empty()).then(|| crate::policy::ClientInfo {
+        name,
+        version: field("version"),
+    })
 }
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
@@ -202,7 +225,15 @@ impl Proxy {
             request_prefix: hex::encode(seed),
             audit,
             metrics,
+            flows: settings.flows,
+            catalog: settings.catalog,
         }
+    }
+
+    /// The client an `initialize` request names, bounded.
+    fn client_info(msg: &jsonrpc::Message) -> Option<crate::policy::ClientInfo> {
+        let info = msg.value.get("params")?.get("clientInfo")?;
+        client_info_of(info)
     }
 
     /// Serves one HTTP request.

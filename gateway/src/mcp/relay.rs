@@ -17,8 +17,10 @@
 use super::jsonrpc::{self, Answer};
 use super::{Body, Error, full, sse};
 use crate::audit::Call;
+use crate::catalog::Catalog;
+use crate::flow::{Flows, Labels};
 use crate::identity::Identity;
-use crate::policy::{Denial, PolicyChain, Question, Verdict};
+use crate::policy::{ClientInfo, Denial, PolicyChain, Question, ToolFacts, Verdict};
 use crate::upstream;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
@@ -65,6 +67,38 @@ pub struct Context {
     /// On `/mcp`: the answer is completed to the client's revision, server-to-client requests
     /// are renamed with [`RELAY_ID`], and the upstream's session header is not the client's.
     pub aggregated: bool,
+    /// The request's flow: its labels, client and where new labels go.
+    pub flow: Flow,
+    /// The called tool's facts (`tools/call`), when the catalog has them.
+    pub facts: Option<Arc<ToolFacts>>,
+    /// The upstream tools seen, and their pins.
+    pub catalog: Arc<Catalog>,
+}
+
+/// The flow a request belongs to (see [`crate::flow`]).
+#[derive(Clone)]
+pub struct Flow {
+    /// Every flow's labels.
+    pub flows: Arc<Flows>,
+    /// This flow's key.
+    pub key: String,
+    /// Its labels when the request began (and after its call phase).
+    pub labels: Labels,
+    /// The client, as it named itself.
+    pub client: Option<Arc<ClientInfo>>,
+}
+
+impl Flow {
+    /// The flow `key` of `flows`, as it stands.
+    pub fn of(flows: &Arc<Flows>, key: String) -> Flow {
+        let (labels, client) = flows.state(&key);
+        Flow {
+            flows: flows.clone(),
+            key,
+            labels,
+            client,
+        }
+    }
 }
 
 /// The deny as a log line, with the request's identifying fields (the request span is at
@@ -91,13 +125,43 @@ pub fn denial_text(d: &Denial) -> String {
 impl Context {
     /// The policy question about `tool` of this request's server.
     pub fn question<'a>(&'a self, tool: &'a str, arguments: Option<&'a str>) -> Question<'a> {
+        self.question_about(tool, arguments, self.facts.as_deref())
+    }
+
+    /// The policy question about `tool` with these facts.
+    pub fn question_about<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Option<&'a str>,
+        facts: Option<&'a ToolFacts>,
+    ) -> Question<'a> {
         Question {
             request_id: &self.request_id,
             principal: &self.identity.principal,
             server: &self.server,
             tool,
             arguments,
+            facts,
+            client: self.flow.client.as_deref(),
+            labels: &self.flow.labels,
         }
+    }
+
+    /// Applies the labels a phase's modules attached to the request's flow, and records them
+    /// in the call's audit record; the flow's labels are read again for later questions.
+    pub fn apply_labels(&mut self, labels: &[String]) {
+        if labels.is_empty() {
+            return;
+        }
+        let added = self.flow.flows.apply(&self.flow.key, labels);
+        if let Some(call) = &self.call {
+            call.labelled(labels);
+        }
+        if !added.is_empty() {
+            tracing::info!(request_id = %self.request_id, workspace = %self.identity.principal.workspace,
+                server = %self.server, labels = %added.join(","), "flow labelled");
+        }
+        self.flow.labels = self.flow.flows.labels(&self.flow.key);
     }
 
     /// The workspace enforces its policy (else denials are would-deny).
@@ -106,11 +170,25 @@ impl Context {
     }
 
     /// Whether the caller may see `tool` (with enforcement off, every tool is visible).
-    pub fn visible(&self, tool: &str) -> bool {
-        match self.chain.decide(&self.question(tool, None)) {
+    pub fn visible(&self, tool: &str, facts: Option<&ToolFacts>) -> bool {
+        match self.chain.decide(&self.question_about(tool, None, facts)) {
             Verdict::Allow => true,
             Verdict::Deny(_) => !self.enforced(),
         }
+    }
+
+    /// Whether a listed tool is shown: its definition is the pinned one (or pinning lets it
+    /// through), and the chain lets the caller see it.
+    fn shown(&self, tool: &Value) -> bool {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
+        let (facts, trust) =
+            self.catalog
+                .observe(&self.identity.principal.workspace, &self.server, tool);
+        if !self.catalog.usable(trust) {
+            tracing::debug!(tool = name, ?trust, "hidden: definition not the pinned one");
+            return false;
+        }
+        self.visible(name, Some(&facts))
     }
 
     /// Drops tools the caller may not see from a `tools/list` result, which is then private.
@@ -120,7 +198,7 @@ impl Context {
         };
         if let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) {
             let before = tools.len();
-            tools.retain(|t| self.visible(t.get("name").and_then(Value::as_str).unwrap_or("")));
+            tools.retain(|t| self.shown(t));
             tracing::debug!(
                 listed = before,
                 visible = tools.len(),
@@ -130,14 +208,19 @@ impl Context {
         make_private(result);
     }
 
-    /// Replaces a tool result a module refuses (when enforcement is on).
-    fn inspect(&self, response: &mut Value, tool: &str, arguments: &str) {
+    /// Replaces a tool result a module refuses (when enforcement is on); applies the labels
+    /// the result phase attached.
+    fn inspect(&mut self, response: &mut Value, tool: &str, arguments: &str) {
         let Some(result) = response.get("result") else {
             return;
         };
-        let verdict = self
-            .chain
-            .inspect_result(&self.question(tool, Some(arguments)), &result.to_string());
+        let mut labels = Vec::new();
+        let verdict = self.chain.inspect_result_labelled(
+            &self.question(tool, Some(arguments)),
+            &result.to_string(),
+            &mut labels,
+        );
+        self.apply_labels(&labels);
         if let Verdict::Deny(d) = verdict {
             log_denial(self, "result", &d);
             if let Some(call) = &self.call {
@@ -150,7 +233,7 @@ impl Context {
     }
 
     /// Rewrites the answer to this request and gives it back the client's id.
-    fn rewrite(&self, relay: &Relay, response: &mut Value) {
+    fn rewrite(&mut self, relay: &Relay, response: &mut Value) {
         match relay {
             Relay::FilterTools => self.filter_tools(response),
             Relay::InspectResult { tool, arguments } => self.inspect(response, tool, arguments),
@@ -200,7 +283,7 @@ impl Context {
     }
 
     /// What one SSE event of the upstream's stream becomes.
-    fn event(&self, relay: &Relay, tool_call: bool, event: &sse::Event<'_>) -> sse::Step {
+    fn event(&mut self, relay: &Relay, tool_call: bool, event: &sse::Event<'_>) -> sse::Step {
         let Some(data) = event.data.as_deref() else {
             return sse::Step::PASS;
         };
@@ -279,7 +362,7 @@ pub async fn relay(
     server: &str,
     upstream: upstream::UpstreamResponse,
     relay: Relay,
-    ctx: Context,
+    mut ctx: Context,
     tool_call: bool,
     max_held: usize,
 ) -> Result<Response<Body>, Error> {

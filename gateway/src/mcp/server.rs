@@ -9,9 +9,11 @@ use super::jsonrpc::{Kind, Message};
 use super::relay::{self, Context, Relay, denial_text, log_denial};
 use super::{Body, Error, Proxy, finish, request, session};
 use crate::audit::Call;
+use crate::catalog::{PinMode, Trust};
 use crate::identity::{Identity, ServerView};
+use crate::policy::Denial;
 use crate::policy::Verdict;
-use crate::upstream;
+use crate::upstream::{self, client::Revision};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -101,6 +103,8 @@ impl Proxy {
         client_id: Value,
         call: Option<Arc<Call>>,
     ) -> Context {
+        // A client holds one session per server here: only its token ties its calls together.
+        let key = crate::flow::key(&identity.principal.workspace, None, &identity.token_id);
         Context {
             chain: self.policies.chain(),
             identity: identity.clone(),
@@ -110,6 +114,9 @@ impl Proxy {
             client_id,
             call,
             aggregated: false,
+            flow: relay::Flow::of(&self.flows, key),
+            facts: None,
+            catalog: self.catalog.clone(),
         }
     }
 
@@ -165,12 +172,25 @@ impl Proxy {
         mut ctx: Context,
     ) -> Result<Response<Body>, Error> {
         let relay = match (&msg.kind, msg.method()) {
-            (Kind::Request, Some("tools/list")) => Relay::FilterTools,
+            (Kind::Request, Some("initialize")) => {
+                if let Some(info) = Proxy::client_info(msg) {
+                    self.flows.set_client(&ctx.flow.key, info);
+                }
+                Relay::Stream
+            }
+            (Kind::Request, Some("tools/list")) => {
+                self.catalog
+                    .ensure_loaded(&ctx.identity.principal.workspace)
+                    .await;
+                Relay::FilterTools
+            }
             (Kind::Request, Some("tools/call")) => {
                 let tool = msg.param_str("name").unwrap_or_default().to_owned();
                 tracing::Span::current().record("tool", tool.as_str());
                 let arguments = msg.arguments_json();
-                decide_call(&ctx, &tool, &arguments, &tool)?;
+                self.check_tool(&mut ctx, server, &tool, &tool, Revision::Legacy, None)
+                    .await?;
+                decide_call(&mut ctx, &tool, &arguments, &tool)?;
                 if !ctx.chain.inspects_results() {
                     Relay::Stream
                 } else if msg
@@ -267,11 +287,121 @@ pub(super) fn decide_server_wide(ctx: &Context, method: &str) -> Result<(), Erro
     })
 }
 
+impl Proxy {
+    /// Before a `tools/call` is decided: the tool's facts from the catalog (listing its server
+    /// again when its last listing is stale or missing), and its pin. With `pinning = "enforce"`
+    /// a tool whose definition is not the pinned one, or whose pin cannot be checked, is refused;
+    /// a tool the server does not list is an unknown tool; a server whose listing fails fails
+    /// the call with that error (nothing is forwarded).
+    pub(super) async fn check_tool(
+        &self,
+        ctx: &mut Context,
+        server: &ServerView,
+        tool: &str,
+        shown_as: &str,
+        revision: Revision,
+        meta: Option<&Value>,
+    ) -> Result<(), Error> {
+        let ws = &ctx.identity.principal.workspace;
+        let loaded = self.catalog.ensure_loaded(ws).await;
+        let mut known = self.catalog.known(ws, &server.name, tool);
+        // With pinning off, facts come from the last listing, if any: nothing is listed for them.
+        if known.is_none() && loaded && self.catalog.mode() != PinMode::Off {
+            let revision = self.aggregates.client.revision(server, revision).await;
+            match self
+                .aggregates
+                .client
+                .list(
+                    &ctx.identity.token_id,
+                    server,
+                    "tools/list",
+                    "tools",
+                    revision,
+                    meta,
+                )
+                .await
+            {
+                Ok(listed) => {
+                    for t in &listed.items {
+                        self.catalog.observe(ws, &server.name, t);
+                    }
+                    known = self.catalog.known(ws, &server.name, tool);
+                }
+                Err(e) if self.catalog.mode() == PinMode::Enforce => {
+                    relay::log_upstream_failure(ctx, &e);
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, error = %e, "cannot list the tools to check a call")
+                }
+            }
+        }
+        let trust = match known {
+            Some((facts, trust)) => {
+                ctx.facts = Some(facts);
+                trust
+            }
+            None if loaded => {
+                if self.catalog.mode() != PinMode::Enforce {
+                    return Ok(());
+                }
+                // Listed just now, and not there: no definition to check it against.
+                let d = Denial {
+                    module: "pinning".into(),
+                    digest: String::new(),
+                    code: "tool-unlisted".into(),
+                    reason: format!("{shown_as} is not listed by its server"),
+                    fault: false,
+                };
+                log_denial(ctx, "pin", &d);
+                if let Some(call) = &ctx.call {
+                    call.denied(&d, true);
+                }
+                return Err(Error::UnknownTool(shown_as.to_owned()));
+            }
+            None => Trust::Unchecked,
+        };
+        if self.catalog.usable(trust) {
+            return Ok(());
+        }
+        let (code, reason) = match trust {
+            Trust::Changed => (
+                "tool-changed",
+                format!(
+                    "the definition of {shown_as} changed since this workspace approved it; \
+                     an admin must review it (mcpgw tools diff / approve) before it can be called"
+                ),
+            ),
+            _ => (
+                "tool-unchecked",
+                format!(
+                    "the definition of {shown_as} could not be checked against its pin; \
+                     try again later"
+                ),
+            ),
+        };
+        let d = Denial {
+            module: "pinning".into(),
+            digest: String::new(),
+            code: code.into(),
+            reason,
+            fault: false,
+        };
+        log_denial(ctx, "pin", &d);
+        if let Some(call) = &ctx.call {
+            call.denied(&d, true);
+        }
+        tracing::Span::current().record("decision", "deny");
+        Err(Error::CallDenied(denial_text(&d)))
+    }
+}
+
 /// Policy for a `tools/call`: visibility first (a hidden tool is an unknown tool, named as the
 /// client named it), then the call-phase modules with its arguments, any of which may refuse (a
-/// refusal is a tool error the model can read).
+/// refusal is a tool error the model can read). Labels the call-phase modules attached are
+/// applied to the flow when the call goes ahead.
 pub(super) fn decide_call(
-    ctx: &Context,
+    ctx: &mut Context,
     tool: &str,
     arguments: &str,
     shown_as: &str,
@@ -289,7 +419,11 @@ pub(super) fn decide_call(
         }
         decision = "would-deny";
     }
-    if let Verdict::Deny(d) = ctx.chain.veto(&ctx.question(tool, Some(arguments))) {
+    let mut labels = Vec::new();
+    if let Verdict::Deny(d) = ctx
+        .chain
+        .veto_labelled(&ctx.question(tool, Some(arguments)), &mut labels)
+    {
         log_denial(ctx, "call", &d);
         if let Some(call) = &ctx.call {
             call.denied(&d, ctx.enforced());
@@ -301,6 +435,7 @@ pub(super) fn decide_call(
         decision = "would-deny";
     }
     span.record("decision", decision);
+    ctx.apply_labels(&labels);
     tracing::debug!(decision, "tools/call forwarded");
     Ok(())
 }

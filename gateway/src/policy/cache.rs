@@ -163,6 +163,9 @@ mod tests {
             server: "db",
             tool,
             arguments: None,
+            facts: None,
+            client: None,
+            labels: &[],
         }
     }
 

@@ -232,8 +232,8 @@ const STUBBED_IMPORTS: &[&str] = &[
     "wasi:random/insecure@",
     "wasi:random/insecure-seed@",
 ];
-const HOST_IMPORT: &str = "mcpgw:policy/host@0.2.";
-const TYPES_IMPORT: &str = "mcpgw:policy/types@0.2.";
+const HOST_IMPORT: &str = "mcpgw:policy/host@0.3.";
+const TYPES_IMPORT: &str = "mcpgw:policy/types@0.3.";
 
 /// The compiler and runtime shared by every module of the process.
 pub struct PolicyEngine {
@@ -362,7 +362,7 @@ impl PolicyEngine {
         let mut trial_list = trial.clone();
         trial_list.arguments = None;
         arm(&mut instance.store, LOAD_TIMEOUT);
-        let r: wasmtime::Result<Vec<wit::Decision>> = (|| {
+        let r: wasmtime::Result<Vec<wit::Verdict>> = (|| {
             let mut out = Vec::new();
             if module.phases.list {
                 out.push(
@@ -389,8 +389,8 @@ impl PolicyEngine {
                 classify(&e).describe()
             ))
         })?;
-        for d in decisions {
-            check_output(&d).map_err(|why| Error::Rejected(format!("trial evaluation: {why}")))?;
+        for v in decisions {
+            check_output(&v).map_err(|why| Error::Rejected(format!("trial evaluation: {why}")))?;
         }
         Ok(module)
     }
@@ -580,12 +580,32 @@ fn trial_call() -> wit::ToolCall {
         server: "trial".into(),
         tool: "trial".into(),
         arguments: Some("{}".into()),
+        facts: None,
+        client: None,
+        labels: Vec::new(),
     }
 }
 
+/// Most flow labels one answer may attach.
+pub const MAX_LABELS_PER_ANSWER: usize = 8;
+
+/// True when `label` is a flow label: 1-64 bytes of `[a-z0-9._:-]`.
+pub fn valid_label(label: &str) -> bool {
+    (1..=64).contains(&label.len())
+        && label.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b':' | b'-')
+        })
+}
+
 /// Checks a module's output; returns why it is malformed.
-fn check_output(d: &wit::Decision) -> Result<(), String> {
-    if let wit::Decision::Deny(denial) = d {
+fn check_output(v: &wit::Verdict) -> Result<(), String> {
+    if v.labels.len() > MAX_LABELS_PER_ANSWER {
+        return Err(format!("more than {MAX_LABELS_PER_ANSWER} labels"));
+    }
+    if !v.labels.iter().all(|l| valid_label(l)) {
+        return Err("labels must be 1-64 of [a-z0-9._:-]".into());
+    }
+    if let wit::Decision::Deny(denial) = &v.decision {
         let code_ok = !denial.code.is_empty()
             && denial.code.len() <= 64
             && denial
@@ -711,6 +731,35 @@ struct QuestionRef<'a> {
     server: &'a str,
     tool: &'a str,
     arguments: Option<&'a str>,
+    facts: Option<FactsRef<'a>>,
+    client: Option<ClientRef<'a>>,
+    labels: &'a [String],
+}
+
+/// `tool-facts`, lowered from the catalog's values.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct FactsRef<'a> {
+    title: Option<&'a str>,
+    description: Option<&'a str>,
+    #[component(name = "read-only-hint")]
+    read_only_hint: Option<bool>,
+    #[component(name = "destructive-hint")]
+    destructive_hint: Option<bool>,
+    #[component(name = "idempotent-hint")]
+    idempotent_hint: Option<bool>,
+    #[component(name = "open-world-hint")]
+    open_world_hint: Option<bool>,
+    fingerprint: &'a str,
+    definition: Option<&'a str>,
+}
+
+/// `client-info`.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct ClientRef<'a> {
+    name: &'a str,
+    version: &'a str,
 }
 
 impl<'a> From<&Question<'a>> for QuestionRef<'a> {
@@ -725,6 +774,23 @@ impl<'a> From<&Question<'a>> for QuestionRef<'a> {
             server: q.server,
             tool: q.tool,
             arguments: q.arguments,
+            facts: q.facts.map(|f| FactsRef {
+                title: f.title.as_deref(),
+                description: f.description.as_deref(),
+                read_only_hint: f.read_only_hint,
+                destructive_hint: f.destructive_hint,
+                idempotent_hint: f.idempotent_hint,
+                open_world_hint: f.open_world_hint,
+                fingerprint: &f.fingerprint,
+                // The whole definition only for listing questions: the call and result phases
+                // stay cheap.
+                definition: q.arguments.is_none().then_some(&*f.definition),
+            }),
+            client: q.client.map(|c| ClientRef {
+                name: &c.name,
+                version: &c.version,
+            }),
+            labels: q.labels,
         }
     }
 }
@@ -769,6 +835,8 @@ pub struct Module {
 pub struct Answer {
     /// The verdict, or why there is none.
     pub result: Result<wit::Decision, Fault>,
+    /// Flow labels the answer attaches to the session (checked; none on a fault).
+    pub labels: Vec<String>,
     /// Instructions consumed, on a fuel-metering engine.
     pub fuel: Option<u64>,
 }
@@ -832,11 +900,11 @@ impl Module {
         let bindings = PolicyBindings::new(&mut store, &instance).map_err(|e| classify(&e))?;
         let exports = Exports {
             decide: *instance
-                .get_typed_func::<(QuestionRef<'static>,), (wit::Decision,)>(&mut store, "decide")
+                .get_typed_func::<(QuestionRef<'static>,), (wit::Verdict,)>(&mut store, "decide")
                 .map_err(|e| classify(&e))?
                 .func(),
             inspect_result: *instance
-                .get_typed_func::<(QuestionRef<'static>, &'static str), (wit::Decision,)>(
+                .get_typed_func::<(QuestionRef<'static>, &'static str), (wit::Verdict,)>(
                     &mut store,
                     "inspect-result",
                 )
@@ -861,7 +929,7 @@ impl Module {
     /// goes back to the idle list.
     fn evaluate(
         &self,
-        f: impl FnOnce(&mut Store<HostState>, Exports) -> wasmtime::Result<wit::Decision>,
+        f: impl FnOnce(&mut Store<HostState>, Exports) -> wasmtime::Result<wit::Verdict>,
     ) -> Answer {
         let warm = self.limits.strategy == InstanceStrategy::Warm;
         let slot = slot();
@@ -873,6 +941,7 @@ impl Module {
                 Err(fault) => {
                     return self.count(Answer {
                         result: Err(fault),
+                        labels: Vec::new(),
                         fuel: None,
                     });
                 }
@@ -888,7 +957,7 @@ impl Module {
         let result = f(&mut instance.store, instance.exports).map_err(|e| classify(&e));
         let fuel = before.and_then(|b| Some(b - instance.store.get_fuel().ok()?));
         let result =
-            result.and_then(|d| check_output(&d).map(|()| d).map_err(Fault::InvalidOutput));
+            result.and_then(|v| check_output(&v).map(|()| v).map_err(Fault::InvalidOutput));
         if warm && result.is_ok() {
             // Past the bound (counted over every slot), the instance is dropped.
             if self.idle_count.fetch_add(1, Ordering::Relaxed) < self.limits.max_idle_instances {
@@ -897,7 +966,15 @@ impl Module {
                 self.idle_count.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.count(Answer { result, fuel })
+        let (result, labels) = match result {
+            Ok(v) => (Ok(v.decision), v.labels),
+            Err(f) => (Err(f), Vec::new()),
+        };
+        self.count(Answer {
+            result,
+            labels,
+            fuel,
+        })
     }
 
     /// An idle instance: this thread's own if it has one, else another slot's (cheaper than a
@@ -940,7 +1017,7 @@ impl Module {
             // SAFETY: `decide` was type-checked against `(QuestionRef,) -> (Decision,)` by
             // `get_typed_func` when the instance was made; only the lifetime differs.
             let typed = unsafe {
-                TypedFunc::<(QuestionRef<'_>,), (wit::Decision,)>::new_unchecked(exports.decide)
+                TypedFunc::<(QuestionRef<'_>,), (wit::Verdict,)>::new_unchecked(exports.decide)
             };
             typed.call(store, (QuestionRef::from(q),)).map(|(d,)| d)
         })
@@ -951,7 +1028,7 @@ impl Module {
         self.evaluate(|store, exports| {
             // SAFETY: as in `decide`, checked against `(QuestionRef, &str) -> (Decision,)`.
             let typed = unsafe {
-                TypedFunc::<(QuestionRef<'_>, &str), (wit::Decision,)>::new_unchecked(
+                TypedFunc::<(QuestionRef<'_>, &str), (wit::Verdict,)>::new_unchecked(
                     exports.inspect_result,
                 )
             };

@@ -50,7 +50,7 @@ pub enum Error {
     )]
     ForbiddenImport(String),
     /// The component does not implement the `mcpgw:policy/policy` world.
-    #[error("does not implement mcpgw:policy/policy@0.2.0: {0}")]
+    #[error("does not implement mcpgw:policy/policy@0.3.0: {0}")]
     WrongWorld(String),
     /// The settings file is not valid TOML.
     #[error("settings: {0}")]
@@ -98,6 +98,42 @@ pub struct Question<'a> {
     pub tool: &'a str,
     /// Call arguments (JSON text); `None` for a listing question.
     pub arguments: Option<&'a str>,
+    /// The tool's facts from the upstream's listing, when the gateway has them.
+    pub facts: Option<&'a ToolFacts>,
+    /// The client, as it named itself.
+    pub client: Option<&'a ClientInfo>,
+    /// The flow labels of the caller's session so far, sorted.
+    pub labels: &'a [String],
+}
+
+/// What the upstream's listing says about a tool (see `crate::tools`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolFacts {
+    /// `annotations.title`, else `title`.
+    pub title: Option<String>,
+    /// The description.
+    pub description: Option<String>,
+    /// `annotations.readOnlyHint`.
+    pub read_only_hint: Option<bool>,
+    /// `annotations.destructiveHint`.
+    pub destructive_hint: Option<bool>,
+    /// `annotations.idempotentHint`.
+    pub idempotent_hint: Option<bool>,
+    /// `annotations.openWorldHint`.
+    pub open_world_hint: Option<bool>,
+    /// Hex SHA-256 of the canonical definition.
+    pub fingerprint: String,
+    /// The canonical definition (JSON text).
+    pub definition: String,
+}
+
+/// The MCP client as it named itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// `clientInfo.name`.
+    pub name: String,
+    /// `clientInfo.version`.
+    pub version: String,
 }
 
 /// A refusal, attributed to the module that made it.
@@ -267,6 +303,12 @@ impl PolicyChain {
     /// module whose call answer is its listing answer, like the allowlist, takes part in the
     /// listing phase only and costs one evaluation per call, not two).
     pub fn veto(&self, q: &Question<'_>) -> Verdict {
+        self.veto_labelled(q, &mut Vec::new())
+    }
+
+    /// [`Self::veto`], collecting into `labels` the flow labels the modules that ran attached
+    /// (for the caller to apply if the call goes ahead).
+    pub fn veto_labelled(&self, q: &Question<'_>, labels: &mut Vec<String>) -> Verdict {
         for m in self.modules.iter().filter(|m| m.phases.call) {
             if !m.wants_call(q.arguments) {
                 m.stats
@@ -274,19 +316,33 @@ impl PolicyChain {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            let answer = m.decide(q).result;
-            if let Some(denial) = m.denial(&answer) {
+            let answer = m.decide(q);
+            if let Some(denial) = m.denial(&answer.result) {
                 return Verdict::Deny(denial);
             }
+            labels.extend(answer.labels);
         }
         Verdict::Allow
     }
 
     /// Runs the result phase: the first deny or fault blocks the result; otherwise it passes.
     pub fn inspect_result(&self, q: &Question<'_>, result_json: &str) -> Verdict {
+        self.inspect_result_labelled(q, result_json, &mut Vec::new())
+    }
+
+    /// [`Self::inspect_result`], collecting the labels every module that ran attached, the
+    /// denying one's included (a result a module refused was still read by the gateway, and
+    /// what labelled it still says what the session met).
+    pub fn inspect_result_labelled(
+        &self,
+        q: &Question<'_>,
+        result_json: &str,
+        labels: &mut Vec<String>,
+    ) -> Verdict {
         for m in self.modules.iter().filter(|m| m.phases.result) {
-            let answer = m.inspect_result(q, result_json).result;
-            if let Some(denial) = m.denial(&answer) {
+            let answer = m.inspect_result(q, result_json);
+            labels.extend(answer.labels);
+            if let Some(denial) = m.denial(&answer.result) {
                 return Verdict::Deny(denial);
             }
         }

@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use std::str::FromStr;
 
+pub mod flows;
 pub mod idp;
 pub mod import;
 pub mod roles;

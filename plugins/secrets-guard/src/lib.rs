@@ -491,10 +491,8 @@ mod tests {
         let key = format!("ghp_{}", "b".repeat(36));
         assert!(SecretsGuard::call(&call(json!({ key.clone(): 1 })), &s).is_deny());
         assert!(SecretsGuard::call(&call(json!({"a": [1, {"b": [key.clone()]}]})), &s).is_deny());
-        let raw = ToolCall {
-            arguments: Some(format!("not json {key}")),
-            ..call(json!({}))
-        };
+        let mut raw = call(json!({}));
+        raw.arguments = Some(format!("not json {key}"));
         assert!(SecretsGuard::call(&raw, &s).is_deny());
     }
 
@@ -509,10 +507,8 @@ mod tests {
             format!(r#"{{"k":"\u0041KIA{}"}}"#, "IOSFODNN7EXAMPLE"),
         ];
         for raw in escaped {
-            let call = ToolCall {
-                arguments: Some(raw.clone()),
-                ..call(json!({}))
-            };
+            let mut call = call(json!({}));
+            call.arguments = Some(raw.clone());
             assert!(SecretsGuard::call(&call, &s).is_deny(), "{raw}");
         }
     }
@@ -567,10 +563,8 @@ mod tests {
             texts.push(format!("not json {secret}"));
         }
         for text in texts {
-            let call = ToolCall {
-                arguments: Some(text.clone()),
-                ..call(json!({}))
-            };
+            let mut call = call(json!({}));
+            call.arguments = Some(text.clone());
             assert!(SecretsGuard::call(&call, &s).is_deny(), "{text}");
             assert!(triggered(&text), "no trigger in {text}");
         }

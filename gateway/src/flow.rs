@@ -1,0 +1,320 @@
+//! Flow labels: what the policy chain has learnt about a session, kept by the host.
+//!
+//! A module answers a call or a result with labels (`verdict.labels` in `wit/policy.wit`, for
+//! example `untrusted-content` after a result carried an injected instruction); the host keeps
+//! them per *flow* and hands the flow's labels to every later question in it. A flow is:
+//! - on `/mcp` in a 2025-11-25 session: that session (the gateway's own);
+//! - on `/mcp` without a session (2026-07-28, stateless), and on `/mcp/{server}` (where a client
+//!   holds one session per server, so only its token ties its calls together): the token.
+//!
+//! Bounds: [`MAX_LABELS`] labels per flow (more are dropped and logged), [`MAX_FLOWS`] flows (past
+//! it the flow closest to lapsing is forgotten first), and a TTL (default 1 h, `flow_ttl` in the
+//! config) counted from the flow's last new label. Labels are never removed otherwise: a new
+//! session (or, for a token's flow, the TTL or a new token) starts clean.
+//!
+//! Every label applied is also written to the store (`flow_labels`), and every replica reads the
+//! others' every [`POLL`]: on a shared PostgreSQL a label set through one replica holds on the
+//! others within a second. The write is queued (bounded); the label holds on this replica at once.
+
+use crate::policy::ClientInfo;
+use crate::store::{Store, now_ms};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Labels one flow may carry.
+pub const MAX_LABELS: usize = 32;
+/// Flows remembered.
+pub const MAX_FLOWS: usize = 100_000;
+/// How often a replica reads the labels the others applied.
+pub const POLL: Duration = Duration::from_millis(250);
+/// Labels queued for the store before new ones are only kept locally (and logged).
+const QUEUE: usize = 4096;
+
+/// Errors of the flow store's background task.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error("flow labels: {0}")]
+    Store(#[from] crate::store::Error),
+}
+
+/// The labels of a flow, shared with questions without copying.
+pub type Labels = Arc<[String]>;
+
+struct Flow {
+    labels: Labels,
+    expires_ms: i64,
+    /// The client as it named itself in this flow (kept in this process only).
+    client: Option<Arc<ClientInfo>>,
+}
+
+/// Every flow's labels.
+pub struct Flows {
+    flows: Mutex<HashMap<String, Flow>>,
+    ttl_ms: i64,
+    max_flows: usize,
+    tx: Option<mpsc::Sender<(String, String, i64)>>,
+    empty: Labels,
+}
+
+/// The key of a flow: workspace, then the session or token.
+pub fn key(workspace: &str, session: Option<&str>, token_id: &str) -> String {
+    match session {
+        Some(s) => format!("{workspace}\u{1f}s\u{1f}{s}"),
+        None => format!("{workspace}\u{1f}t\u{1f}{token_id}"),
+    }
+}
+
+impl Flows {
+    /// Flows kept in this process only.
+    pub fn local(ttl: Duration) -> Arc<Flows> {
+        Arc::new(Flows::new(ttl, MAX_FLOWS, None))
+    }
+
+    fn new(
+        ttl: Duration,
+        max_flows: usize,
+        tx: Option<mpsc::Sender<(String, String, i64)>>,
+    ) -> Flows {
+        Flows {
+            flows: Mutex::new(HashMap::new()),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4),
+            max_flows,
+            tx,
+            empty: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Flows shared through `store`: loads the unexpired labels, then writes this replica's and
+    /// reads the others' in the background (a task on the current runtime).
+    pub async fn shared(store: Store, ttl: Duration) -> Result<Arc<Flows>, Error> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let flows = Arc::new(Flows::new(ttl, MAX_FLOWS, Some(tx)));
+        let origin = crate::store::random_hex(8)?;
+        let mut seen = 0;
+        loop {
+            let rows = store.flow_labels_since(seen, 10_000).await?;
+            let Some(last) = rows.last() else { break };
+            seen = last.id;
+            for r in &rows {
+                flows.merge(&r.flow_key, &r.label, r.expires_ms);
+            }
+        }
+        tokio::spawn(sync(store, Arc::downgrade(&flows), rx, origin, seen));
+        Ok(flows)
+    }
+
+    /// The labels of flow `key` (sorted; empty when none or lapsed).
+    pub fn labels(&self, key: &str) -> Labels {
+        let flows = lock(&self.flows);
+        match flows.get(key) {
+            Some(f) if f.expires_ms > now_ms() => f.labels.clone(),
+            _ => self.empty.clone(),
+        }
+    }
+
+    /// The labels of flow `key` and the client it named, in one look.
+    pub fn state(&self, key: &str) -> (Labels, Option<Arc<ClientInfo>>) {
+        let flows = lock(&self.flows);
+        match flows.get(key) {
+            Some(f) if f.expires_ms > now_ms() => (f.labels.clone(), f.client.clone()),
+            Some(f) => (self.empty.clone(), f.client.clone()),
+            None => (self.empty.clone(), None),
+        }
+    }
+
+    /// Remembers the client flow `key` is spoken by (its `initialize`'s `clientInfo`).
+    pub fn set_client(&self, key: &str, client: ClientInfo) {
+        let mut flows = lock(&self.flows);
+        self.make_room(&mut flows, key);
+        let expires = now_ms().saturating_add(self.ttl_ms);
+        let flow = flows.entry(key.to_owned()).or_insert_with(|| Flow {
+            labels: self.empty.clone(),
+            expires_ms: expires,
+            client: None,
+        });
+        flow.client = Some(Arc::new(client));
+    }
+
+    /// Applies `labels` to flow `key`: returns the ones it did not carry yet (sorted).
+    pub fn apply(&self, key: &str, labels: &[String]) -> Vec<String> {
+        if labels.is_empty() {
+            return Vec::new();
+        }
+        let expires = now_ms().saturating_add(self.ttl_ms);
+        let mut added = Vec::new();
+        {
+            let mut flows = lock(&self.flows);
+            self.make_room(&mut flows, key);
+            let flow = flows.entry(key.to_owned()).or_insert_with(|| Flow {
+                labels: self.empty.clone(),
+                expires_ms: expires,
+                client: None,
+            });
+            if flow.expires_ms <= now_ms() {
+                flow.labels = self.empty.clone();
+            }
+            let mut all: Vec<String> = flow.labels.to_vec();
+            for l in labels {
+                if all.contains(l) || added.contains(l) {
+                    continue;
+                }
+                if all.len() >= MAX_LABELS {
+                    tracing::warn!(label = %l, max = MAX_LABELS, "flow label dropped: the flow carries the most it may");
+                    continue;
+                }
+                all.push(l.clone());
+                added.push(l.clone());
+            }
+            all.sort();
+            flow.labels = Arc::from(all);
+            flow.expires_ms = expires;
+        }
+        added.sort();
+        if let Some(tx) = &self.tx {
+            for l in &added {
+                if tx.try_send((key.to_owned(), l.clone(), expires)).is_err() {
+                    tracing::error!(label = %l, "flow label not shared with other replicas: the queue is full");
+                }
+            }
+        }
+        added
+    }
+
+    /// A label another replica applied.
+    fn merge(&self, key: &str, label: &str, expires_ms: i64) {
+        let mut flows = lock(&self.flows);
+        self.make_room(&mut flows, key);
+        let flow = flows.entry(key.to_owned()).or_insert_with(|| Flow {
+            labels: self.empty.clone(),
+            expires_ms,
+            client: None,
+        });
+        flow.expires_ms = flow.expires_ms.max(expires_ms);
+        if flow.labels.iter().any(|l| l == label) || flow.labels.len() >= MAX_LABELS {
+            return;
+        }
+        let mut all = flow.labels.to_vec();
+        all.push(label.to_owned());
+        all.sort();
+        flow.labels = Arc::from(all);
+    }
+
+    /// Before adding `key`: lapsed flows go, then (still full) the one closest to lapsing.
+    fn make_room(&self, flows: &mut HashMap<String, Flow>, key: &str) {
+        if flows.len() < self.max_flows || flows.contains_key(key) {
+            return;
+        }
+        let now = now_ms();
+        flows.retain(|_, f| f.expires_ms > now);
+        if flows.len() >= self.max_flows
+            && let Some(oldest) = flows
+                .iter()
+                .min_by_key(|(_, f)| f.expires_ms)
+                .map(|(k, _)| k.clone())
+        {
+            flows.remove(&oldest);
+        }
+    }
+
+    /// Flows held.
+    pub fn len(&self) -> usize {
+        lock(&self.flows).len()
+    }
+
+    /// True when no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes this replica's labels, reads the others', prunes lapsed rows; ends with the flows.
+async fn sync(
+    store: Store,
+    flows: std::sync::Weak<Flows>,
+    mut rx: mpsc::Receiver<(String, String, i64)>,
+    origin: String,
+    mut seen: i64,
+) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Rows committed out of id order (concurrent writers on PostgreSQL) are caught by reading
+    // again from where the log stood a few polls ago; applying a label twice changes nothing.
+    let mut marks: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
+    let mut polls: u64 = 0;
+    loop {
+        tokio::select! {
+            first = rx.recv() => {
+                let Some(first) = first else { return };
+                let mut batch = vec![first];
+                while batch.len() < 512 && let Ok(row) = rx.try_recv() {
+                    batch.push(row);
+                }
+                if let Err(e) = store.flow_labels_add(&batch, &origin).await {
+                    tracing::error!(error = %e, labels = batch.len(), "flow labels not shared with other replicas");
+                }
+            }
+            _ = tick.tick() => {
+                let Some(flows) = flows.upgrade() else { return };
+                marks.push_back(seen);
+                let from = if marks.len() > 8 { marks.pop_front().unwrap_or(seen) } else { marks[0] };
+                match store.flow_labels_since(from, 10_000).await {
+                    Ok(rows) => {
+                        for r in rows.iter().filter(|r| r.origin != origin) {
+                            flows.merge(&r.flow_key, &r.label, r.expires_ms);
+                        }
+                        if let Some(last) = rows.last() {
+                            seen = seen.max(last.id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read other replicas' flow labels"),
+                }
+                polls += 1;
+                if polls.is_multiple_of(240) && let Err(e) = store.flow_labels_prune().await {
+                    tracing::warn!(error = %e, "cannot prune lapsed flow labels");
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_accumulate_sorted_and_bounded() {
+        let f = Flows::new(Duration::from_secs(60), 3, None);
+        let k = key("ws", Some("s1"), "tok");
+        assert!(f.labels(&k).is_empty());
+        assert_eq!(f.apply(&k, &["b".into(), "a".into()]), vec!["a", "b"]);
+        assert_eq!(f.apply(&k, &["a".into(), "c".into()]), vec!["c"]);
+        assert_eq!(&*f.labels(&k), &["a", "b", "c"]);
+        assert!(
+            f.labels(&key("ws", None, "tok")).is_empty(),
+            "the token's flow is another"
+        );
+        let many: Vec<String> = (0..MAX_LABELS + 5).map(|i| format!("l{i:02}")).collect();
+        f.apply(&k, &many);
+        assert_eq!(f.labels(&k).len(), MAX_LABELS);
+        // Past the flow bound, the one closest to lapsing goes.
+        f.apply("x", &["a".into()]);
+        f.apply("y", &["a".into()]);
+        assert_eq!(f.len(), 3);
+        f.apply("z", &["a".into()]);
+        assert_eq!(f.len(), 3);
+    }
+
+    #[test]
+    fn labels_lapse_after_the_ttl() {
+        let f = Flows::new(Duration::from_millis(0), 10, None);
+        f.apply("k", &["a".into()]);
+        assert!(f.labels("k").is_empty());
+    }
+}
