@@ -8,11 +8,14 @@ mod build_guests;
 use build_guests::build_guests;
 use std::path::PathBuf;
 
-/// Embedded: allowlist and secrets-guard. row-limit (the SDK example) is for the benchmarks.
+/// Embedded: allowlist and secrets-guard. row-limit (the SDK example), prompt-guard and
+/// flow-guard are for the benchmarks.
 const PLUGINS: &[(&str, &str)] = &[
     ("allowlist", "allowlist.wasm"),
     ("secrets-guard", "secrets_guard.wasm"),
     ("row-limit", "row_limit.wasm"),
+    ("prompt-guard", "prompt_guard.wasm"),
+    ("flow-guard", "flow_guard.wasm"),
 ];
 
 fn main() {

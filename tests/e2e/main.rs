@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod console;
 mod fence;
+mod flows;
 mod identity;
 mod oidc;
 mod policy;
