@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 mod locate;
 mod phrases;
-pub mod scan;
+mod scan;
 mod text;
 
 pub use scan::{Finding, scan_json, scan_text};

@@ -796,7 +796,7 @@ fn if_you_are_an_ai(a: &mut After, b: &mut Before) -> bool {
     addressed_ai(a, k) && b.back(1).is(w!("if"))
 }
 
-/// "[verb] (me|us)? (your|the) [qualifier]? " ending just before the anchor: a request for the
+/// `VERB (me|us)? (your|the) QUALIFIER?` ending just before the anchor: a request for the
 /// system prompt or the original instructions.
 fn leak_request(b: &mut Before) -> bool {
     let mut k = 1;

@@ -1,22 +1,27 @@
 //! The scanner: one pass over the bytes of a JSON text (a tool result, a tool definition) or of a
 //! plain string (a description).
 //!
-//! Each byte is looked up in [`CLASS`] once. Most bytes are letters and spaces: they are folded
-//! into a rolling four-byte window, which is looked up in [`STEM_TABLE`] (one multiply, one load,
-//! one compare), so an anchor word of the phrase matcher is noticed wherever it starts. The few
-//! other bytes are "special" and looked at closely: `\` (a JSON escape, decoded: `\u` escapes may
-//! spell invisible characters, `<`, or letters), `<` (markup, `<img>`), `[` and `]` (markdown
-//! links, `[INST]`), and the lead bytes of the non-ASCII characters that matter (invisible ones,
-//! homoglyphs). Nothing is allocated unless a markdown link or an HTML image is met.
+//! The bytes are taken sixteen at a time ([`block_masks`]: WebAssembly SIMD in the module, bit
+//! tricks elsewhere), giving two bit masks: the "special" bytes, which need a closer look (`\`,
+//! `<`, `[`, `]`, non-ASCII), and the positions where a word may start. At each word start the
+//! four bytes there, case-folded, are looked up in [`STEM_TABLE`] (one multiply, one load, one
+//! compare): the first letters of the ~20 anchor words the phrase grammars start from, leetspeak
+//! spellings included. Only a hit runs the phrase matcher (`phrases`). Special bytes are handled
+//! one by one: JSON escapes (`\u` ones may spell invisible characters, `<` or letters), markup
+//! after `<`, markdown links at `](`, `[INST]`, and the non-ASCII characters that matter
+//! (invisible ones, look-alike letters); common ones (`\n`, typographic quotes, a soft hyphen late
+//! in a word) are skipped inline. Nothing is allocated unless a markdown link with a query, an
+//! image or an HTML image is met.
 //!
-//! A text whose words may be disguised (letters spelled as `\u` escapes, homoglyphs inside ASCII
-//! words, fullwidth or mathematical letters, words split by invisible characters) is read a
-//! second time, normalised: escapes decoded, look-alikes mapped to ASCII, invisible characters
-//! dropped (tag characters read as the ASCII they spell).
+//! Where an anchor word may be disguised (one of its first letters spelled as a `\u` escape or a
+//! look-alike, or split by an invisible character), the text around it is read a second time,
+//! normalised: escapes decoded, look-alikes mapped to ASCII, invisible characters dropped (tag
+//! characters read as the ASCII they spell). Other words need no second look: the phrase matcher
+//! reads through disguises itself.
 
 use crate::text::{
-    Hidden, confusable, fold, hidden, ideograph, ignorable, next_char, prev_char, starts_escape,
-    tag_ascii,
+    Hidden, confusable, fold, hidden, ideograph, ignorable, next_char, prev_char, prev_char_at,
+    starts_escape, tag_ascii,
 };
 use crate::{Checks, Kind, phrases};
 
@@ -150,12 +155,15 @@ fn gram(buf: &[u8], s: usize) -> u32 {
     u32::from_le_bytes(buf[s..s + 4].try_into().unwrap()) | 0x2020_2020
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))] // The SWAR block test is for other targets.
 const LO: u64 = 0x0101_0101_0101_0101;
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))] // The SWAR block test is for other targets.
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// Nonzero when one of the eight bytes of `x` is special: non-ASCII, `\\`, `<`, `[` or `]`.
 /// (Bit tricks: may also flag an ordinary byte above a special one, never miss one; the lowest
 /// flagged byte is always special.)
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
 fn special_bytes(x: u64) -> u64 {
     let ascii = x & !HIGH;
@@ -170,6 +178,7 @@ fn special_bytes(x: u64) -> u64 {
 }
 
 /// The high bit of each byte of `x` that is an ASCII letter, either case.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
 fn letters(x: u64) -> u64 {
     let lower = (x | (0x20 * LO)) & !HIGH;
@@ -179,6 +188,7 @@ fn letters(x: u64) -> u64 {
 }
 
 /// The flag of each byte of a SWAR mask (high bits) as one bit per byte, byte 0 lowest.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
 fn compact(m: u64) -> u32 {
     ((m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
@@ -225,8 +235,9 @@ fn block_masks(window: &[u8; 17]) -> (u32, u32) {
 struct Scanner<'a, const JSON: bool> {
     buf: &'a [u8],
     checks: Checks,
-    /// Set when the text must be read again normalised.
-    normalise: bool,
+    /// Windows of the text to read again normalised (around disguised letters), merged and in
+    /// order; `None` once there are too many, meaning the whole text.
+    normalise: Option<Vec<(usize, usize)>>,
     /// The last `[` and whether `!` came right before it (a markdown image).
     bracket: Option<(usize, bool)>,
 }
@@ -247,39 +258,52 @@ fn scan(buf: &[u8], json: bool, checks: Checks) -> Option<Finding> {
     } else {
         Scanner::<false>::run(buf, checks)
     };
-    if found.is_some()
-        || !normalise
-        || !(checks.instructions || checks.exfiltration || checks.fake_protocol)
-    {
+    if found.is_some() || !(checks.instructions || checks.exfiltration || checks.fake_protocol) {
         return found;
     }
-    let (text, offsets) = normalise_text(buf, json);
+    let windows = normalise.unwrap_or_else(|| vec![(0, buf.len())]);
     let checks = Checks {
         hidden_characters: false,
         ..checks
     };
-    Scanner::<false>::run(&text, checks).0.map(|f| Finding {
-        kind: f.kind,
-        at: offsets[f.at] as usize,
+    windows.into_iter().find_map(|(start, end)| {
+        // Start at a space (not inside an escape or a character), end on a character boundary.
+        let start = buf[..start]
+            .iter()
+            .rposition(|&b| b == b' ')
+            .filter(|&p| start - p <= 64)
+            .map_or(start, |p| p + 1);
+        let start = (0..=start)
+            .rev()
+            .find(|&p| p == 0 || buf[p] & 0xC0 != 0x80)
+            .unwrap_or(0);
+        let end = (end..=buf.len())
+            .find(|&p| p == buf.len() || buf[p] & 0xC0 != 0x80)
+            .unwrap_or(buf.len());
+        let window = &buf[start..end];
+        let mut text = Vec::with_capacity(window.len());
+        normalise_each(window, json, |_, bytes| text.extend_from_slice(bytes));
+        let f = Scanner::<false>::run(&text, checks).0?;
+        Some(Finding {
+            kind: f.kind,
+            at: start + raw_offset(window, json, f.at),
+        })
     })
 }
 
-/// The text decoded (JSON escapes), look-alike letters mapped to ASCII, invisible characters
-/// dropped (tag characters replaced by the ASCII they spell); with each byte's offset in `buf`.
-fn normalise_text(buf: &[u8], json: bool) -> (Vec<u8>, Vec<u32>) {
-    let mut text = Vec::with_capacity(buf.len());
-    let mut offsets = Vec::with_capacity(buf.len());
+/// Walks `buf` decoded (JSON escapes), look-alike letters mapped to ASCII, invisible characters
+/// dropped (tag characters replaced by the ASCII they spell, set apart by spaces), calling `out`
+/// with each character's offset in `buf` and the bytes it becomes.
+fn normalise_each(buf: &[u8], json: bool, mut out: impl FnMut(usize, &[u8])) {
     let mut i = 0;
     let mut in_tags = false;
     while i < buf.len() {
         if buf[i] < 0x80 && !(json && buf[i] == b'\\') {
             if in_tags {
                 in_tags = false;
-                text.push(b' ');
-                offsets.push(i as u32);
+                out(i, b" ");
             }
-            text.push(buf[i]);
-            offsets.push(i as u32);
+            out(i, &buf[i..i + 1]);
             i += 1;
             continue;
         }
@@ -287,8 +311,7 @@ fn normalise_text(buf: &[u8], json: bool) -> (Vec<u8>, Vec<u32>) {
         // Text spelled in tag characters is a channel of its own: set it apart from its neighbours.
         if tag_ascii(cp).is_some() != in_tags {
             in_tags = !in_tags;
-            text.push(b' ');
-            offsets.push(i as u32);
+            out(i, b" ");
         }
         let mut utf8 = [0u8; 4];
         let bytes: &[u8] = if let Some(c) = tag_ascii(cp) {
@@ -305,11 +328,23 @@ fn normalise_text(buf: &[u8], json: bool) -> (Vec<u8>, Vec<u32>) {
                 .encode_utf8(&mut utf8)
                 .as_bytes()
         };
-        text.extend_from_slice(bytes);
-        offsets.extend(std::iter::repeat_n(i as u32, bytes.len()));
+        out(i, bytes);
         i = next;
     }
-    (text, offsets)
+}
+
+/// The offset in `buf` of byte `k` of its normalised text (see [`normalise_each`]); walked again,
+/// since it is needed only for a finding.
+fn raw_offset(buf: &[u8], json: bool, k: usize) -> usize {
+    let mut seen = 0;
+    let mut found = None;
+    normalise_each(buf, json, |i, bytes| {
+        if found.is_none() && seen + bytes.len() > k {
+            found = Some(i);
+        }
+        seen += bytes.len();
+    });
+    found.unwrap_or(buf.len())
 }
 
 fn is_ascii_letter(cp: Option<u32>) -> bool {
@@ -317,11 +352,11 @@ fn is_ascii_letter(cp: Option<u32>) -> bool {
 }
 
 impl<'a, const JSON: bool> Scanner<'a, JSON> {
-    fn run(buf: &'a [u8], checks: Checks) -> (Option<Finding>, bool) {
+    fn run(buf: &'a [u8], checks: Checks) -> (Option<Finding>, Option<Vec<(usize, usize)>>) {
         let mut s = Scanner::<JSON> {
             buf,
             checks,
-            normalise: false,
+            normalise: Some(Vec::new()),
             bracket: None,
         };
         let found = s.pass();
@@ -372,7 +407,7 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
             let c = CLASS[b as usize];
             // The commonest special characters need no call: a two-byte escape (`\\n`, `\\"`;
             // a word may start right after it), typographic punctuation U+2010-U+2027 (dashes,
-            // quotes, bullet, ellipsis).
+            // quotes, bullet, ellipsis), a soft hyphen late in a word.
             let quick = match b {
                 b'\\' if JSON => match buf.get(p + 1) {
                     Some(b'n' | b't' | b'r' | b'"' | b'/' | b'b' | b'f') => 2,
@@ -382,6 +417,14 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
                     && buf.get(p + 2).is_some_and(|&c| (0x90..=0xA7).contains(&c)) =>
                 {
                     3
+                }
+                // A soft hyphen four letters or more into a word (German, Dutch hyphenation):
+                // past any anchor's stem.
+                0xC2 if buf.get(p + 1) == Some(&0xAD)
+                    && p >= 4
+                    && buf[p - 4..p].iter().all(u8::is_ascii_alphabetic) =>
+                {
+                    2
                 }
                 _ => 0,
             };
@@ -437,6 +480,83 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
         None
     }
 
+    /// Notes a disguised letter at `i` (spelled as an escape or a look-alike, or an invisible
+    /// character inside a word) when the word it is in may be an anchor: the phrase matcher reads
+    /// look-alikes and invisible characters in every other word itself, but the scan finds anchors
+    /// by their raw bytes. German soft hyphens or Russian endings on English words cost nothing.
+    fn disguised_letter(&mut self, i: usize) {
+        if self.may_spell_anchor(i) {
+            self.disguised(i, 128);
+        }
+    }
+
+    /// True when the word around `i`, read as the phrase matcher reads it, starts with an anchor's
+    /// stem.
+    fn may_spell_anchor(&self, i: usize) -> bool {
+        use crate::text::Folded;
+        let buf = self.buf;
+        // Text spelled in tag characters is a word of its own, as in the normalised text.
+        let tags = tag_ascii(next_char(buf, i, JSON).0).is_some();
+        let wordy = |cp: u32| {
+            matches!(fold(cp), Folded::Letter(_) | Folded::Skip) && tag_ascii(cp).is_some() == tags
+        };
+        // Back to the start of the word. Only a disguise among its first four letters can hide
+        // an anchor's stem (the tokenizer reads through the others), so four steps at most.
+        let mut start = i;
+        let mut steps = 0;
+        loop {
+            match prev_char_at(buf, start, JSON) {
+                Some((cp, at)) if wordy(cp) => {
+                    if steps == 4 {
+                        return false;
+                    }
+                    start = at;
+                    steps += 1;
+                }
+                _ => break,
+            }
+        }
+        // Its first four letters (three and a separator for "you").
+        let mut gram = [b' '; 4];
+        let (mut k, mut p) = (0, start);
+        while k < 4 && p < buf.len() {
+            let (cp, next) = next_char(buf, p, JSON);
+            if tag_ascii(cp).is_some() != tags {
+                break;
+            }
+            match fold(cp) {
+                Folded::Letter(c) => {
+                    gram[k] = c;
+                    k += 1;
+                }
+                Folded::Skip => {}
+                _ => break,
+            }
+            p = next;
+        }
+        let g = u32::from_le_bytes(gram) | 0x2020_2020;
+        k >= 3 && STEM_TABLE[stem_hash(g)] == g
+    }
+
+    /// Notes a disguised character at `i`: the text around it, 128 bytes before and `after` bytes
+    /// after, is read again normalised. Windows are merged; past 64 of them the whole text is.
+    fn disguised(&mut self, i: usize, after: usize) {
+        let Some(windows) = &mut self.normalise else {
+            return;
+        };
+        let (start, end) = (i.saturating_sub(128), (i + after).min(self.buf.len()));
+        let full = windows.len() == 64;
+        if let Some(last) = windows.last_mut()
+            && start <= last.1
+        {
+            last.1 = last.1.max(end);
+        } else if full {
+            self.normalise = None;
+        } else {
+            windows.push((start, end));
+        }
+    }
+
     /// An anchor's stem at `at`: what the phrase matcher makes of it, if it starts a word.
     #[inline(never)]
     fn stem(&self, at: usize) -> Option<Kind> {
@@ -472,8 +592,11 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
                 }
                 match cp {
                     0x3C => return self.markup(after),
-                    0x30..=0x39 | 0x41..=0x5A | 0x61..=0x7A => self.normalise = true,
-                    0x21 | 0x28 | 0x29 | 0x3A | 0x5B | 0x5D | 0x7B | 0x7C => self.normalise = true,
+                    0x30..=0x39 | 0x41..=0x5A | 0x61..=0x7A => self.disguised_letter(i),
+                    // Markup spelled in escapes: the window covers a link's whole URL.
+                    0x21 | 0x28 | 0x29 | 0x3A | 0x5B | 0x5D | 0x7B | 0x7C => {
+                        self.disguised(i, 2048)
+                    }
                     0x80.. => return self.non_ascii(i, cp, next),
                     _ => {}
                 }
@@ -591,14 +714,14 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
                     });
                 }
                 // Unreported, but it may split or spell words: read the text again without it.
-                self.normalise = true;
+                self.disguised_letter(i);
             }
             return None;
         }
         if cp == 0xAD {
             // A soft hyphen inside an ASCII word may split an anchor.
             if is_ascii_letter(prev_char(buf, i, JSON)) {
-                self.normalise = true;
+                self.disguised_letter(i);
             }
             return None;
         }
@@ -607,7 +730,7 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
                 || is_ascii_letter(prev_char(buf, i, JSON))
                 || (*next < buf.len() && is_ascii_letter(Some(next_char(buf, *next, JSON).0))))
         {
-            self.normalise = true;
+            self.disguised_letter(i);
         }
         None
     }

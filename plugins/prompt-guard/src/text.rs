@@ -111,6 +111,11 @@ fn u_escape_ending_at(buf: &[u8], end: usize) -> Option<u32> {
 /// The character ending just before byte `i`, decoded as [`next_char`] would have; `None` at the
 /// start of the text.
 pub(crate) fn prev_char(buf: &[u8], i: usize, json: bool) -> Option<u32> {
+    prev_char_at(buf, i, json).map(|(cp, _)| cp)
+}
+
+/// [`prev_char`], and the byte where that character starts.
+pub(crate) fn prev_char_at(buf: &[u8], i: usize, json: bool) -> Option<(u32, usize)> {
     let b = *buf[..i].last()?;
     if b >= 0x80 {
         // Back to the lead byte (at most three continuation bytes).
@@ -119,26 +124,32 @@ pub(crate) fn prev_char(buf: &[u8], i: usize, json: bool) -> Option<u32> {
             .find(|&p| buf[p] & 0xC0 != 0x80)
             .unwrap_or(i - 1);
         let (cp, end) = next_char(buf, start, false);
-        return Some(if end == i { cp } else { REPLACEMENT });
+        return Some(if end == i {
+            (cp, start)
+        } else {
+            (REPLACEMENT, i - 1)
+        });
     }
     if json {
         if let Some(v) = u_escape_ending_at(buf, i) {
             return Some(match v {
                 0xDC00..=0xDFFF => match u_escape_ending_at(buf, i - 6) {
-                    Some(hi @ 0xD800..=0xDBFF) => 0x10000 + ((hi - 0xD800) << 10) + (v - 0xDC00),
-                    _ => REPLACEMENT,
+                    Some(hi @ 0xD800..=0xDBFF) => {
+                        (0x10000 + ((hi - 0xD800) << 10) + (v - 0xDC00), i - 12)
+                    }
+                    _ => (REPLACEMENT, i - 6),
                 },
-                _ => v,
+                _ => (v, i - 6),
             });
         }
         if i >= 2 && buf[i - 2] == b'\\' && starts_escape(buf, i - 2) {
             let (cp, end) = escape(buf, i - 2);
             if end == i {
-                return Some(cp);
+                return Some((cp, i - 2));
             }
         }
     }
-    Some(b as u32)
+    Some((b as u32, i - 1))
 }
 
 /// The invisible characters the guard reports.
@@ -364,7 +375,7 @@ mod tests {
         let mut seen = Vec::new();
         while i < s.len() {
             let (cp, next) = next_char(s, i, true);
-            assert_eq!(prev_char(s, next, true), Some(cp), "at {i}");
+            assert_eq!(prev_char_at(s, next, true), Some((cp, i)), "at {i}");
             seen.push(cp);
             i = next;
         }
