@@ -76,6 +76,8 @@ pub struct Catalog {
     stale_after: Duration,
     tools: Mutex<Tools>,
     pins: Mutex<HashMap<String, Pin>>,
+    /// Tools whose last pin write failed: unchecked (refused under `enforce`) until one succeeds.
+    unwritten: Mutex<HashSet<String>>,
     writers: Arc<tokio::sync::Semaphore>,
     loaded: Mutex<HashSet<String>>,
 }
@@ -169,6 +171,7 @@ impl Catalog {
             stale_after,
             tools: Mutex::new(Tools::default()),
             pins: Mutex::new(HashMap::new()),
+            unwritten: Mutex::new(HashSet::new()),
             writers: Arc::new(tokio::sync::Semaphore::new(PIN_WRITERS)),
             loaded: Mutex::new(HashSet::new()),
         });
@@ -304,6 +307,12 @@ impl Catalog {
                 }
             }
         };
+        // A pin the store has not taken is not trusted, and is written again.
+        let (trust, write) = if lock(&self.unwritten).contains(&k) {
+            (Trust::Unchecked, true)
+        } else {
+            (trust, write)
+        };
         if write {
             let this = self.clone();
             let (ws, srv, tool, facts) = (
@@ -320,16 +329,17 @@ impl Catalog {
                     .store
                     .pin_observe(&ws, &srv, &tool, &facts.fingerprint, &facts.definition)
                     .await;
-                let mut pins = lock(&this.pins);
+                let k = key(&ws, &srv, &tool);
                 match stored {
                     // What the store holds wins (another replica may have pinned first).
                     Ok(pin) => {
-                        pins.insert(key(&ws, &srv, &tool), pin);
+                        lock(&this.unwritten).remove(&k);
+                        lock(&this.pins).insert(k, pin);
                     }
                     Err(e) => {
                         tracing::error!(workspace = %ws, server = %srv, tool = %tool, error = %e,
-                            "tool pin unwritable; the tool counts as changed until it is");
-                        pins.remove(&key(&ws, &srv, &tool));
+                            "tool pin unwritable; the tool counts as unchecked until it is");
+                        lock(&this.unwritten).insert(k);
                     }
                 }
             });
@@ -355,6 +365,9 @@ impl Catalog {
         };
         if self.mode == PinMode::Off {
             return Some((facts, Trust::Pinned));
+        }
+        if lock(&self.unwritten).contains(&k) {
+            return Some((facts, Trust::Unchecked));
         }
         let trust = match lock(&self.pins).get(&k) {
             Some(p) if p.fingerprint == facts.fingerprint => Trust::Pinned,

@@ -626,3 +626,90 @@ fn mcpgw_policy_run_demonstrates_each_guard() {
         assert_eq!(run(wasm, name, benign, None)["decision"], "abstain");
     }
 }
+
+/// An upstream that answers every POST with `body`, whatever was asked (a bare HTTP peer).
+async fn canned_upstream(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = Vec::new();
+                loop {
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .and_then(|v| v.trim().parse().ok())
+                        })
+                        .unwrap_or(0);
+                    if got.len() < end + 4 + len {
+                        continue;
+                    }
+                    got.drain(..end + 4 + len);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if sock
+                        .write_all(format!("{head}{body}").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_under_the_clients_id_is_not_passed_unfiltered() {
+    // The gateway sends the upstream an id of its own when it must filter the answer; an
+    // upstream answering under the client's id (which the gateway's id shows) would otherwise
+    // slip a tool list past the allowlist and the pins.
+    let url = canned_upstream(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret_tool","inputSchema":{"type":"object"}}]}}"#,
+    )
+    .await;
+    let db = TestDb::sqlite();
+    let gw = TestGateway::start(&db.url).await;
+    let tokens = gw
+        .seed(&Seed {
+            workspace: "acme",
+            enforce: true,
+            servers: &[("raw", &url)],
+            members: &[("alice", &["raw:other"])],
+        })
+        .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/mcp/raw", gw.mcp_url))
+        .bearer_auth(&tokens[0])
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("tools/list");
+    let text = resp.text().await.expect("body");
+    assert!(!text.contains("secret_tool"), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    gw.stop().await;
+}

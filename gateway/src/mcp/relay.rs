@@ -311,6 +311,14 @@ impl Context {
             self.rewrite(relay, &mut value);
             return sse::Step::replace(event.with_data(&value.to_string())).last();
         }
+        if value.get("method").is_none()
+            && value.get("id").is_some()
+            && matches!(relay, Relay::FilterTools | Relay::InspectResult { .. })
+        {
+            // An answer under another id would reach the client unfiltered or uninspected.
+            tracing::warn!(server = %self.server, "upstream answered under an id the gateway did not send; dropped");
+            return sse::Step::replace(bytes::Bytes::new());
+        }
         if self.aggregated && value.get("method").is_some() && value.get("id").is_some() {
             // A server-to-client request: the client's reply must find its way back here.
             let id = value["id"].to_string();
@@ -420,6 +428,12 @@ pub async fn relay(
             let mut value: Value = serde_json::from_slice(&bytes).map_err(not_json)?;
             if value.get("id") == Some(&ctx.rpc_id) {
                 ctx.rewrite(&relay, &mut value);
+            } else if matches!(relay, Relay::FilterTools | Relay::InspectResult { .. }) {
+                // Under another id it would reach the client unfiltered or uninspected.
+                return Err(Error::Unreadable {
+                    server: server.to_owned(),
+                    reason: "the answer's id is not the request's".into(),
+                });
             }
             headers.remove(header::CONTENT_LENGTH);
             full(value.to_string())

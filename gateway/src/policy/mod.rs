@@ -317,10 +317,11 @@ impl PolicyChain {
                 continue;
             }
             let answer = m.decide(q);
+            // The denying module's labels count too: with enforcement off the call goes ahead.
+            labels.extend(answer.labels);
             if let Some(denial) = m.denial(&answer.result) {
                 return Verdict::Deny(denial);
             }
-            labels.extend(answer.labels);
         }
         Verdict::Allow
     }
