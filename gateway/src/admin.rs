@@ -156,6 +156,19 @@ struct TokenBody {
     expires: Option<String>,
 }
 
+/// `PUT .../limits`: a rate limit to set (`burst` defaults to the rate's N); `DELETE` names one
+/// with `subject` and `pattern` only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitBody {
+    subject: String,
+    pattern: String,
+    #[serde(default)]
+    rate: Option<String>,
+    #[serde(default)]
+    burst: Option<u64>,
+}
+
 /// `POST .../tools/approve`: which changed tools to approve (all of the workspace's when empty).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -530,6 +543,33 @@ impl Admin {
                     );
                 }
                 ok(to_json(&approved))
+            }
+            (&Method::GET, ["v1", "workspaces", ws, "limits"]) => {
+                ok(to_json(&store.limit_list(ws).await?))
+            }
+            (&Method::PUT, ["v1", "workspaces", ws, "limits"]) => {
+                let body: LimitBody = read_json(req).await?;
+                let rate = crate::limit::Rate::parse(body.rate.as_deref().unwrap_or(""))
+                    .map_err(store::Error::from)?;
+                let subject = store.limit_subject(ws, &body.subject).await?;
+                let burst = body.burst.unwrap_or(rate.calls);
+                store
+                    .limit_set(ws, &subject, &body.pattern, rate, burst)
+                    .await?;
+                self.changed().await;
+                ok(to_json(&store.limit_list(ws).await?))
+            }
+            (&Method::DELETE, ["v1", "workspaces", ws, "limits"]) => {
+                let body: LimitBody = read_json(req).await?;
+                let subject = match crate::limit::Subject::parse(&body.subject) {
+                    Ok(s) => s,
+                    Err(_) => store.limit_subject(ws, &body.subject).await?,
+                };
+                store
+                    .limit_remove(ws, &subject.to_string(), &body.pattern)
+                    .await?;
+                self.changed().await;
+                ok(to_json(&store.limit_list(ws).await?))
             }
             (&Method::GET, ["v1", "workspaces", ws, "grants"]) => {
                 let member = query

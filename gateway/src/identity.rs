@@ -11,6 +11,7 @@
 //! case a notification was lost). A full rebuild stays as the safety net: at start, every 10
 //! minutes, and whenever a process is further behind than the journal reaches.
 
+use crate::limit::{Limit, Rate, Subject};
 use crate::policy::Principal;
 use crate::store::{self, Db, HeaderSpec, Store, TOKEN_PREFIX, Transport, now_ms};
 use arc_swap::ArcSwap;
@@ -96,6 +97,8 @@ pub struct WorkspaceView {
     pub servers: HashMap<String, Arc<ServerView>>,
     /// The identity provider whose JWTs are accepted as members' credentials, if any.
     pub idp: Option<Arc<store::IdpConfig>>,
+    /// Rate limits on its `tools/call`s (see [`crate::limit`]).
+    pub limits: Vec<Limit>,
 }
 
 /// A member as requests see it.
@@ -142,6 +145,9 @@ pub struct Identity {
     pub workspace: Arc<WorkspaceView>,
     /// For an identity-provider token: its subject (`sub`) and issuer, for the audit trail.
     pub subject: Option<(String, String)>,
+    /// The member's roles (assigned, and for an identity-provider token those its groups map
+    /// to), sorted: rate limits can name them.
+    pub roles: Vec<String>,
     /// The member is disabled: the credential is refused.
     disabled: bool,
     expires_ms: Option<i64>,
@@ -163,6 +169,7 @@ impl Identity {
             principal,
             workspace,
             subject: Some((subject, issuer)),
+            roles: Vec::new(),
             disabled: false,
             expires_ms: None,
             hash: [0; 32],
@@ -233,12 +240,17 @@ impl Snapshot {
             servers.entry(row.0).or_default().push(row);
         }
         let mut idps: HashMap<i64, String> = rows.idps.into_iter().collect();
+        let mut limits: HashMap<i64, Vec<store::LimitRow>> = HashMap::new();
+        for row in rows.rate_limits {
+            limits.entry(row.1).or_default().push(row);
+        }
         for (id, name, enforce) in rows.workspaces {
             let view = workspace_view(
                 name,
                 enforce,
                 servers.remove(&id).unwrap_or_default(),
                 idps.remove(&id),
+                limits.remove(&id).unwrap_or_default(),
             );
             s.workspace_ids.insert(view.name.clone(), id);
             s.workspaces.insert(id, Arc::new(view));
@@ -296,6 +308,7 @@ impl Snapshot {
                 enforce,
                 rows.servers,
                 rows.idps.into_iter().next().map(|i| i.1),
+                rows.rate_limits,
             );
             self.workspace_ids.insert(view.name.clone(), id);
             self.workspaces.insert(id, Arc::new(view));
@@ -483,16 +496,17 @@ impl Snapshot {
     /// either is unknown.
     fn derive_token(&mut self, token: &TokenEntry) {
         let derived = self.workspaces.get(&token.workspace).and_then(|ws| {
-            let (member, grants, disabled) = match token.member {
+            let (member, grants, roles, disabled) = match token.member {
                 Some(m) => {
                     let e = self.members.get(&m)?;
                     (
                         Some(e.view.name.clone()),
                         e.view.grants.clone(),
+                        e.view.roles.clone(),
                         e.view.disabled,
                     )
                 }
-                None => (None, Vec::new(), false),
+                None => (None, Vec::new(), Vec::new(), false),
             };
             Some(Identity {
                 token_id: token.id.clone(),
@@ -503,6 +517,7 @@ impl Snapshot {
                 },
                 workspace: ws.clone(),
                 subject: None,
+                roles,
                 disabled,
                 expires_ms: token.expires_ms,
                 hash: token.digest,
@@ -648,6 +663,7 @@ fn workspace_view(
     enforce: bool,
     server_rows: Vec<store::ServerRow>,
     idp: Option<String>,
+    limit_rows: Vec<store::LimitRow>,
 ) -> WorkspaceView {
     let mut servers = HashMap::new();
     for (_, server, url, headers, prefix, transport) in server_rows {
@@ -686,11 +702,32 @@ fn workspace_view(
             None
         }
     });
+    // An unreadable limit is logged and kept as the strictest one it could be (a call per
+    // hour, no burst) rather than dropped: a limit must not vanish because a row is odd.
+    let limits = limit_rows
+        .into_iter()
+        .map(|(id, _, subject, pattern, calls, period_ms, burst)| {
+            let rate = Rate::stored(calls, period_ms);
+            let burst = u64::try_from(burst).ok().filter(|b| (1..=crate::limit::MAX_CALLS).contains(b));
+            let subject = Subject::parse(&subject);
+            if rate.is_none() || burst.is_none() || subject.is_err() {
+                tracing::error!(workspace = %name, limit = id, "stored rate limit unreadable; enforcing 1/h on every caller");
+            }
+            Limit {
+                id,
+                subject: subject.unwrap_or(Subject::Everyone),
+                pattern,
+                rate: rate.unwrap_or(Rate { calls: 1, period_ms: 3_600_000 }),
+                burst: burst.filter(|_| rate.is_some()).unwrap_or(1),
+            }
+        })
+        .collect();
     WorkspaceView {
         name,
         enforce,
         servers,
         idp,
+        limits,
     }
 }
 

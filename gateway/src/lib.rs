@@ -25,6 +25,7 @@ pub mod console;
 pub mod demo;
 pub mod flow;
 pub mod identity;
+pub mod limit;
 pub mod listener;
 pub mod mcp;
 pub mod metrics;

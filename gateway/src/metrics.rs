@@ -66,6 +66,8 @@ pub struct Metrics {
     requests: Vec<AtomicU64>,
     /// Time from sending a request upstream to its response headers.
     pub upstream_latency: Histogram,
+    /// `tools/call`s over a rate limit: refused, and let through as would-deny (enforcement off).
+    pub rate_limited: [AtomicU64; 2],
 }
 
 /// Escapes a label value.
@@ -86,6 +88,7 @@ impl Default for Metrics {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             upstream_latency: Histogram::default(),
+            rate_limited: Default::default(),
         }
     }
 }
@@ -138,6 +141,19 @@ impl Metrics {
                     );
                 }
             }
+        }
+        family(
+            &mut out,
+            "mcpgw_rate_limited_total",
+            "counter",
+            "tools/call requests over a rate limit, by decision (deny; would-deny with enforcement off).",
+        );
+        for (i, decision) in ["deny", "would-deny"].iter().enumerate() {
+            let n = self.rate_limited[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "mcpgw_rate_limited_total{{decision=\"{decision}\"}} {n}"
+            );
         }
         family(
             &mut out,

@@ -486,6 +486,7 @@ impl Idp {
             None => return Err(AuthError::UnknownMember.into()),
         };
         let mut grants = member.grants.clone();
+        let mut roles = member.roles.clone();
         if let Some(claim) = &idp.groups_claim {
             let groups = groups(&claims, claim);
             for mapping in &idp.role_map {
@@ -493,10 +494,13 @@ impl Idp {
                     && let Some(patterns) = snapshot.role(&ws.name, &mapping.role)
                 {
                     grants.extend(patterns.iter().cloned());
+                    roles.push(mapping.role.clone());
                 }
             }
             grants.sort();
             grants.dedup();
+            roles.sort();
+            roles.dedup();
         }
         let subject: String = claims
             .get("sub")
@@ -505,7 +509,7 @@ impl Idp {
             .chars()
             .take(256)
             .collect();
-        let identity = Arc::new(Identity::signed_in(
+        let mut identity = Identity::signed_in(
             // Workspace and member: token ids key sessions and caches across workspaces.
             format!("idp:{}/{}", ws.name, member.name),
             Principal {
@@ -516,7 +520,9 @@ impl Idp {
             ws.clone(),
             subject,
             idp.issuer.clone(),
-        ));
+        );
+        identity.roles = roles;
+        let identity = Arc::new(identity);
         if member.disabled {
             return Err(Refusal {
                 error: AuthError::Disabled,

@@ -6,6 +6,7 @@ mod console;
 mod fence;
 mod flows;
 mod identity;
+mod limits;
 mod oidc;
 mod policy;
 mod proxy;

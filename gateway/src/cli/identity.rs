@@ -708,6 +708,7 @@ pub async fn run(store: &Store, command: Command, json: bool) -> Result<ExitCode
         | Command::Policy(_)
         | Command::Audit(_)
         | Command::Tools(_)
+        | Command::Limit(_)
         | Command::Idp(_)
         | Command::Scim(_)
         | Command::Server(ServerCmd::Status { .. }) => {

@@ -11,6 +11,7 @@ mod audit;
 mod dev;
 mod identity;
 mod idp;
+mod limit;
 mod policy;
 mod scim;
 mod status;
@@ -113,6 +114,9 @@ enum Command {
     /// Upstream tools pinned by a workspace: list, diff a changed one, approve it.
     #[command(subcommand)]
     Tools(tools::ToolsCmd),
+    /// Rate limits on tool calls, per member, role or every caller × tool pattern.
+    #[command(subcommand)]
+    Limit(limit::LimitCmd),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -207,6 +211,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     .await
                     .with_context(|| format!("open {}", redact_url(&config.database)))?;
                 tools::run(&store, cmd, g.json).await
+            })
+        }
+        Command::Limit(cmd) => {
+            let config = load_config(&g)?;
+            runtime()?.block_on(async move {
+                let store = Store::connect(&config.database)
+                    .await
+                    .with_context(|| format!("open {}", redact_url(&config.database)))?;
+                limit::run(&store, cmd, g.json).await
             })
         }
         Command::Server(ServerCmd::Status {

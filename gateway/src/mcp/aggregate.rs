@@ -708,6 +708,7 @@ impl Proxy {
             flow: relay::Flow::of(&self.flows, r.flow_key.clone()),
             facts: None,
             catalog: self.catalog.clone(),
+            limiter: self.limiter.clone(),
         }
     }
 

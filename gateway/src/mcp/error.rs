@@ -100,6 +100,14 @@ pub enum Error {
     /// A call-phase module refused the call: a tool result the model can read.
     #[error("{0}")]
     CallDenied(String),
+    /// A rate limit refused the call: a JSON-RPC error saying when to retry (`data.retryAfterMs`).
+    #[error("{reason}")]
+    RateLimited {
+        /// Which limit, and the wait.
+        reason: String,
+        /// When to retry.
+        retry_after_ms: u64,
+    },
     /// A task-augmented call while a module inspects results (its result would bypass them).
     #[error("task-augmented tool calls are refused while a policy inspects results")]
     TaskWhileInspecting,
@@ -190,6 +198,7 @@ impl Error {
             | NeedsServerGrant { .. }
             | TaskWhileInspecting => code::INVALID_PARAMS,
             MethodNotFound(_) | NoSuchMethod(_) => code::METHOD_NOT_FOUND,
+            RateLimited { .. } => code::RATE_LIMITED,
             UnsupportedVersion(_) => code::UNSUPPORTED_VERSION,
             AuditFull(_)
             | ReplayedResult
@@ -254,6 +263,9 @@ impl Error {
         if let Error::UnsupportedVersion(requested) = &self {
             body["error"]["data"] =
                 serde_json::json!({"supported": super::request::SUPPORTED, "requested": requested});
+        }
+        if let Error::RateLimited { retry_after_ms, .. } = &self {
+            body["error"]["data"] = serde_json::json!({"retryAfterMs": retry_after_ms});
         }
         let mut resp = json(status, &body);
         if let Error::MethodNotAllowed(allow) = self {

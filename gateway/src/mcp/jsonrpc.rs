@@ -20,6 +20,9 @@ pub mod code {
     pub const HEADER_MISMATCH: i64 = -32020;
     /// A protocol version the server does not speak (MCP 2026-07-28).
     pub const UNSUPPORTED_VERSION: i64 = -32022;
+    /// A rate limit of the gateway refused the call (`data.retryAfterMs` says when to retry);
+    /// the gateway's own code, in the implementation-defined server-error range.
+    pub const RATE_LIMITED: i64 = -32029;
 }
 
 /// Why a body is not a message we can handle.

@@ -83,6 +83,8 @@ pub struct Proxy {
     metrics: Arc<crate::metrics::Metrics>,
     flows: Arc<crate::flow::Flows>,
     catalog: Arc<crate::catalog::Catalog>,
+    /// Rate limits' buckets.
+    limiter: Arc<crate::limit::Limiter>,
 }
 
 /// Which endpoint a path names.
@@ -183,7 +185,10 @@ fn finish(
                 let (status, code) = e.audit();
                 call.finish(status, code);
             }
-            if !matches!(e, Error::CallDenied(_) | Error::UnknownTool(_)) {
+            if !matches!(
+                e,
+                Error::CallDenied(_) | Error::UnknownTool(_) | Error::RateLimited { .. }
+            ) {
                 tracing::info!(error = %e, "request failed");
             }
             e.into_response(id, request)
@@ -224,6 +229,7 @@ impl Proxy {
             next_request: AtomicU64::new(1),
             request_prefix: hex::encode(seed),
             audit,
+            limiter: Arc::new(crate::limit::Limiter::new(metrics.clone())),
             metrics,
             flows: settings.flows,
             catalog: settings.catalog,

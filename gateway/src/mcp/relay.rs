@@ -73,6 +73,8 @@ pub struct Context {
     pub facts: Option<Arc<ToolFacts>>,
     /// The upstream tools seen, and their pins.
     pub catalog: Arc<Catalog>,
+    /// Rate limits' buckets.
+    pub limiter: Arc<crate::limit::Limiter>,
 }
 
 /// The flow a request belongs to (see [`crate::flow`]).

@@ -117,6 +117,7 @@ impl Proxy {
             flow: relay::Flow::of(&self.flows, key),
             facts: None,
             catalog: self.catalog.clone(),
+            limiter: self.limiter.clone(),
         }
     }
 
@@ -431,6 +432,32 @@ pub(super) fn decide_call(
         if ctx.enforced() {
             span.record("decision", "deny");
             return Err(Error::CallDenied(denial_text(&d)));
+        }
+        decision = "would-deny";
+    }
+    // Rate limits last: a call the policy refuses takes nothing from a bucket.
+    let limits = &ctx.identity.workspace.limits;
+    if !limits.is_empty()
+        && let Err(refused) = ctx.limiter.take(limits, &ctx.identity, &ctx.server, tool)
+    {
+        let d = Denial {
+            module: "rate-limit".into(),
+            digest: String::new(),
+            code: "rate-limited".into(),
+            reason: refused.reason(&ctx.server, tool),
+            fault: false,
+        };
+        log_denial(ctx, "call", &d);
+        ctx.limiter.count_refusal(ctx.enforced());
+        if let Some(call) = &ctx.call {
+            call.denied(&d, ctx.enforced());
+        }
+        if ctx.enforced() {
+            span.record("decision", "deny");
+            return Err(Error::RateLimited {
+                reason: d.reason,
+                retry_after_ms: u64::try_from(refused.retry_after.as_millis()).unwrap_or(u64::MAX),
+            });
         }
         decision = "would-deny";
     }

@@ -18,6 +18,7 @@ use std::str::FromStr;
 pub mod flows;
 pub mod idp;
 pub mod import;
+pub mod limits;
 pub mod roles;
 pub mod scim;
 pub mod transport;
@@ -513,7 +514,13 @@ pub struct Rows {
     pub idps: Vec<(i64, String)>,
     /// Every token.
     pub tokens: Vec<TokenRow>,
+    /// Every rate limit.
+    pub rate_limits: Vec<LimitRow>,
 }
+
+/// A rate limit as the snapshot reads it: (id, workspace id, subject, pattern, calls, period
+/// ms, burst).
+pub type LimitRow = (i64, i64, String, String, i64, i64, i64);
 
 /// A server as the snapshot reads it: (workspace id, name, url, headers JSON, prefix, transport
 /// JSON).
@@ -530,6 +537,10 @@ pub struct Journal {
 }
 
 /// Who holds which role: assigned directly, or through a SCIM group mapped to it.
+/// Every rate limit, as [`LimitRow`]s.
+const LIMITS: &str = "SELECT id, workspace_id, subject, pattern, rate, period_ms, burst FROM rate_limits ORDER BY id";
+/// One workspace's rate limits.
+const LIMITS_OF_WORKSPACE: &str = "SELECT id, workspace_id, subject, pattern, rate, period_ms, burst FROM rate_limits WHERE workspace_id = $1 ORDER BY id";
 const MEMBER_ROLES: &str = "SELECT member_id, role_id FROM member_roles UNION SELECT gm.member_id, g.role_id FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id WHERE g.role_id IS NOT NULL";
 /// The same for one member.
 const MEMBER_ROLES_OF_MEMBER: &str = "SELECT member_id, role_id FROM member_roles WHERE member_id = $1 UNION SELECT gm.member_id, g.role_id FROM scim_group_members gm JOIN scim_groups g ON g.id = gm.group_id WHERE g.role_id IS NOT NULL AND gm.member_id = $1";
@@ -1199,6 +1210,7 @@ impl Store {
                 member_roles: sqlx::query_as(MEMBER_ROLES).fetch_all(&mut *tx).await?,
                 idps: sqlx::query_as("SELECT workspace_id, config FROM idps").fetch_all(&mut *tx).await?,
                 tokens: sqlx::query_as("SELECT id, workspace_id, member_id, hash, expires_ms FROM tokens").fetch_all(&mut *tx).await?,
+                rate_limits: sqlx::query_as(LIMITS).fetch_all(&mut *tx).await?,
             };
             tx.commit().await?;
             Ok(rows)
@@ -1283,6 +1295,7 @@ impl Store {
                 workspaces,
                 servers: sqlx::query_as("SELECT workspace_id, name, url, headers, prefix, transport FROM servers WHERE workspace_id = $1 ORDER BY name").bind(id).fetch_all(p).await?,
                 idps: sqlx::query_as("SELECT workspace_id, config FROM idps WHERE workspace_id = $1").bind(id).fetch_all(p).await?,
+                rate_limits: sqlx::query_as(LIMITS_OF_WORKSPACE).bind(id).fetch_all(p).await?,
                 ..Rows::default()
             }))
         })
