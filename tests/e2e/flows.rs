@@ -580,6 +580,44 @@ fn mcpgw_policy_run_demonstrates_each_guard() {
     assert_eq!(v["decision"], "abstain", "{v}");
     assert!(v.get("labels").is_none(), "{v}");
 
+    // Denying, the reason names where the marker is: the Wasm build's block-wise walk over
+    // strings (SIMD) lands on the right value whatever escapes come before, at any alignment.
+    let deny = tempfile::tempdir().expect("dir");
+    let deny_settings = deny.path().join("prompt-guard.toml");
+    std::fs::write(&deny_settings, "action = \"deny\"\n").expect("settings");
+    for pad in [0, 7, 15, 16, 31, 33, 100] {
+        let before = format!(
+            "{}\"quoted\" and a \\ backslash {}",
+            "a".repeat(pad),
+            "b".repeat(pad)
+        );
+        let result = json!({"content": [
+            {"type": "text", "text": before},
+            {"type": "text", "text": format!("{}{POISONED_PAGE}", "c".repeat(pad))}]});
+        let out = std::process::Command::new(mcpgw_tests::mcpgw_bin())
+            .args(["policy", "run", guests::PROMPT_GUARD, "--settings"])
+            .arg(&deny_settings)
+            .args([
+                "--call",
+                &json!({"server": "search", "tool": "web", "member": "alice",
+                "arguments": {}})
+                .to_string(),
+            ])
+            .args(["--result", &result.to_string()])
+            .output()
+            .expect("mcpgw policy run");
+        let v: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert_eq!(v["decision"], "deny", "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("content[1].text carries"),
+            "pad {pad}: {v}"
+        );
+    }
+
     let deploy = json!({"server": "ci", "tool": "deploy", "member": "alice", "arguments": {},
         "labels": ["untrusted-content"]});
     let v = run(guests::FLOW_GUARD, "flow-guard", deploy.clone(), None);
