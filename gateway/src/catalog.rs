@@ -31,6 +31,50 @@ const MAX_TOOLS: usize = 100_000;
 const MAX_TOOL_BYTES: usize = 64 * 1024 * 1024;
 /// Pin writes to the store under way at once; more wait (a listing of many new tools).
 const PIN_WRITERS: usize = 4;
+/// Tools one server of a workspace may have pinned: past it, a new tool is not pinned and counts
+/// as unchecked (hidden and refused under `enforce`), so an upstream listing ever-new names cannot
+/// grow `tool_pins` (and this process's pins) without bound.
+pub const MAX_PINS_PER_SERVER: usize = 1_000;
+
+/// The pins this process knows, and how many each workspace's server has.
+#[derive(Default)]
+struct PinTable {
+    by_key: HashMap<String, Pin>,
+    /// Keyed by `key(workspace, server, "")`.
+    per_server: HashMap<String, usize>,
+    /// Servers whose bound was reached (logged once).
+    full: HashSet<String>,
+}
+
+impl PinTable {
+    fn insert(&mut self, k: String, pin: Pin) {
+        let server = key(&pin.workspace, &pin.server, "");
+        if self.by_key.insert(k, pin).is_none() {
+            *self.per_server.entry(server).or_default() += 1;
+        }
+    }
+
+    fn get(&self, k: &str) -> Option<&Pin> {
+        self.by_key.get(k)
+    }
+
+    /// Whether `server` of `workspace` may pin one more tool (logs, once, when it may not).
+    fn room(&mut self, workspace: &str, server: &str) -> bool {
+        let s = key(workspace, server, "");
+        if self.per_server.get(&s).copied().unwrap_or(0) < MAX_PINS_PER_SERVER {
+            return true;
+        }
+        if self.full.insert(s) {
+            tracing::warn!(
+                workspace,
+                server,
+                max = MAX_PINS_PER_SERVER,
+                "the server lists more tools than may be pinned; new ones stay unchecked"
+            );
+        }
+        false
+    }
+}
 
 /// What pinning does with a tool whose definition changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -75,7 +119,7 @@ pub struct Catalog {
     /// A call whose tool was last listed longer ago than this lists it again first.
     stale_after: Duration,
     tools: Mutex<Tools>,
-    pins: Mutex<HashMap<String, Pin>>,
+    pins: Mutex<PinTable>,
     /// Tools whose last pin write failed: unchecked (refused under `enforce`) until one succeeds.
     unwritten: Mutex<HashSet<String>>,
     writers: Arc<tokio::sync::Semaphore>,
@@ -170,7 +214,7 @@ impl Catalog {
             mode,
             stale_after,
             tools: Mutex::new(Tools::default()),
-            pins: Mutex::new(HashMap::new()),
+            pins: Mutex::new(PinTable::default()),
             unwritten: Mutex::new(HashSet::new()),
             writers: Arc::new(tokio::sync::Semaphore::new(PIN_WRITERS)),
             loaded: Mutex::new(HashSet::new()),
@@ -204,8 +248,10 @@ impl Catalog {
             Ok(pins) => {
                 let mut map = lock(&self.pins);
                 for p in pins {
-                    map.entry(key(&p.workspace, &p.server, &p.tool))
-                        .or_insert(p);
+                    let k = key(&p.workspace, &p.server, &p.tool);
+                    if map.get(&k).is_none() {
+                        map.insert(k, p);
+                    }
                 }
                 lock(&self.loaded).insert(workspace.to_owned());
                 true
@@ -259,7 +305,8 @@ impl Catalog {
         let now = crate::store::now_ms();
         let (trust, write) = {
             let mut pins = lock(&self.pins);
-            match pins.get_mut(&k) {
+            let room = pins.by_key.contains_key(&k) || pins.room(workspace, server);
+            match pins.by_key.get_mut(&k) {
                 Some(p) if p.fingerprint == facts.fingerprint => {
                     // Back to the pinned definition: what was seen is forgotten.
                     let write = p.seen_fingerprint.take().is_some();
@@ -287,6 +334,7 @@ impl Catalog {
                     );
                     (Trust::Changed, true)
                 }
+                None if !room => (Trust::Unchecked, false),
                 None => {
                     pins.insert(
                         k.clone(),
@@ -434,5 +482,31 @@ mod tests {
         let mut e = a.clone();
         e["_meta"] = json!({"x": 1});
         assert_eq!(facts_of(&a).fingerprint, facts_of(&e).fingerprint);
+    }
+
+    #[tokio::test]
+    async fn a_server_listing_ever_new_tools_cannot_grow_the_pins_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let audit = Audit::start(store.clone(), &crate::audit::AuditConfig::default());
+        let catalog = Catalog::start(store, audit, PinMode::Enforce, Duration::from_secs(60));
+        assert!(catalog.ensure_loaded("acme").await);
+        let tool = |i: usize| json!({"name": format!("t{i}"), "inputSchema": {"type": "object"}});
+        for i in 0..MAX_PINS_PER_SERVER {
+            assert_eq!(catalog.observe("acme", "evil", &tool(i)).1, Trust::Pinned);
+        }
+        // One more is not pinned (so not trusted); the pinned ones stay as they are, and another
+        // server has its own room.
+        let (_, trust) = catalog.observe("acme", "evil", &tool(MAX_PINS_PER_SERVER));
+        assert_eq!(trust, Trust::Unchecked);
+        assert!(!catalog.usable(trust));
+        assert_eq!(catalog.observe("acme", "evil", &tool(7)).1, Trust::Pinned);
+        assert_eq!(catalog.observe("acme", "good", &tool(0)).1, Trust::Pinned);
+        assert_eq!(
+            lock(&catalog.pins).by_key.len(),
+            MAX_PINS_PER_SERVER + 1,
+            "the tool over the bound was pinned"
+        );
     }
 }

@@ -7,9 +7,12 @@
 //! - on `/mcp` without a session (2026-07-28, stateless), and on `/mcp/{server}` (where a client
 //!   holds one session per server, so only its token ties its calls together): the token.
 //!
-//! Bounds: [`MAX_LABELS`] labels per flow (more are dropped and logged), [`MAX_FLOWS`] flows (past
-//! it the flow closest to lapsing is forgotten first), and a TTL (default 1 h, `flow_ttl` in the
-//! config) counted from the flow's last new label. Labels are never removed otherwise: a new
+//! Bounds: [`MAX_LABELS`] labels per flow (more are dropped and logged), [`MAX_FLOWS`] flows, and
+//! a TTL (default 1 h, `flow_ttl` in the config) counted from the flow's last new label. At the
+//! flow bound, lapsed flows go first, then flows without labels (a client's name only), an eighth
+//! of the table at a time; a flow without labels never displaces a labelled one (its client's name
+//! is then not kept), so opening sessions cannot push another session's labels out. Only labelled
+//! flows displace labelled ones, those closest to lapsing first. Labels are never removed otherwise: a new
 //! session (or, for a token's flow, the TTL or a new token) starts clean.
 //!
 //! Every label applied is also written to the store (`flow_labels`), and every replica reads the
@@ -68,11 +71,6 @@ pub fn key(workspace: &str, session: Option<&str>, token_id: &str) -> String {
 }
 
 impl Flows {
-    /// Flows kept in this process only.
-    pub fn local(ttl: Duration) -> Arc<Flows> {
-        Arc::new(Flows::new(ttl, MAX_FLOWS, None))
-    }
-
     fn new(
         ttl: Duration,
         max_flows: usize,
@@ -128,7 +126,10 @@ impl Flows {
     /// Remembers the client flow `key` is spoken by (its `initialize`'s `clientInfo`).
     pub fn set_client(&self, key: &str, client: ClientInfo) {
         let mut flows = lock(&self.flows);
-        self.make_room(&mut flows, key);
+        if !self.make_room(&mut flows, key, false) {
+            tracing::debug!("client name not kept: the flow table is full of labelled flows");
+            return;
+        }
         let expires = now_ms().saturating_add(self.ttl_ms);
         let flow = flows.entry(key.to_owned()).or_insert_with(|| Flow {
             labels: self.empty.clone(),
@@ -147,7 +148,7 @@ impl Flows {
         let mut added = Vec::new();
         {
             let mut flows = lock(&self.flows);
-            self.make_room(&mut flows, key);
+            self.make_room(&mut flows, key, true);
             let flow = flows.entry(key.to_owned()).or_insert_with(|| Flow {
                 labels: self.empty.clone(),
                 expires_ms: expires,
@@ -186,7 +187,7 @@ impl Flows {
     /// A label another replica applied.
     fn merge(&self, key: &str, label: &str, expires_ms: i64) {
         let mut flows = lock(&self.flows);
-        self.make_room(&mut flows, key);
+        self.make_room(&mut flows, key, true);
         let flow = flows.entry(key.to_owned()).or_insert_with(|| Flow {
             labels: self.empty.clone(),
             expires_ms,
@@ -202,21 +203,44 @@ impl Flows {
         flow.labels = Arc::from(all);
     }
 
-    /// Before adding `key`: lapsed flows go, then (still full) the one closest to lapsing.
-    fn make_room(&self, flows: &mut HashMap<String, Flow>, key: &str) {
+    /// Before adding `key` (a flow that will carry labels when `labelled`): whether there is
+    /// room. At the bound, lapsed flows go; then, still full, flows without labels, an eighth of
+    /// the table at once (so the sweep is not paid per insert); then, for a labelled flow only,
+    /// the labelled flows closest to lapsing, an eighth at once. An unlabelled flow finds no room
+    /// in a table full of labelled ones.
+    fn make_room(&self, flows: &mut HashMap<String, Flow>, key: &str, labelled: bool) -> bool {
         if flows.len() < self.max_flows || flows.contains_key(key) {
-            return;
+            return true;
         }
         let now = now_ms();
         flows.retain(|_, f| f.expires_ms > now);
-        if flows.len() >= self.max_flows
-            && let Some(oldest) = flows
-                .iter()
-                .min_by_key(|(_, f)| f.expires_ms)
-                .map(|(k, _)| k.clone())
-        {
-            flows.remove(&oldest);
+        let keep = self.max_flows - (self.max_flows / 8).max(1);
+        if flows.len() >= self.max_flows {
+            let mut excess = flows.len() - keep;
+            flows.retain(|_, f| {
+                if excess > 0 && f.labels.is_empty() {
+                    excess -= 1;
+                    return false;
+                }
+                true
+            });
         }
+        if flows.len() < self.max_flows {
+            return true;
+        }
+        if !labelled {
+            return false;
+        }
+        let mut by_expiry: Vec<(i64, String)> = flows
+            .iter()
+            .map(|(k, f)| (f.expires_ms, k.clone()))
+            .collect();
+        let excess = flows.len() - keep;
+        by_expiry.select_nth_unstable(excess - 1);
+        for (_, k) in &by_expiry[..excess] {
+            flows.remove(k);
+        }
+        true
     }
 
     /// Flows held.
@@ -309,6 +333,40 @@ mod tests {
         assert_eq!(f.len(), 3);
         f.apply("z", &["a".into()]);
         assert_eq!(f.len(), 3);
+    }
+
+    #[test]
+    fn sessions_without_labels_never_push_labelled_flows_out() {
+        let f = Flows::new(Duration::from_secs(60), 16, None);
+        let client = || ClientInfo {
+            name: "c".into(),
+            version: "1".into(),
+        };
+        for i in 0..8 {
+            f.apply(&format!("labelled{i}"), &["untrusted-content".into()]);
+        }
+        // Thousands of new sessions naming their client: they take turns in the other half.
+        for i in 0..5000 {
+            f.set_client(&format!("churn{i}"), client());
+            assert!(f.len() <= 16);
+        }
+        for i in 0..8 {
+            assert_eq!(&*f.labels(&format!("labelled{i}")), &["untrusted-content"]);
+        }
+        // A table full of labelled flows keeps them all; a client name finds no room.
+        for i in 8..16 {
+            f.apply(&format!("labelled{i}"), &["x".into()]);
+        }
+        assert_eq!(f.len(), 16);
+        f.set_client("late", client());
+        assert_eq!(f.state("late").1, None);
+        for i in 0..16 {
+            assert!(!f.labels(&format!("labelled{i}")).is_empty(), "labelled{i}");
+        }
+        // A new labelled flow makes room among labelled ones: an eighth goes at once.
+        f.apply("newcomer", &["y".into()]);
+        assert_eq!(&*f.labels("newcomer"), &["y"]);
+        assert_eq!(f.len(), 15);
     }
 
     #[test]
