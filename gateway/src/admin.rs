@@ -177,6 +177,9 @@ struct ApproveBody {
     server: Option<String>,
     #[serde(default)]
     tool: Option<String>,
+    /// The reviewed definition's fingerprint (a prefix of 8 or more hex characters).
+    #[serde(default)]
+    fingerprint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -531,7 +534,12 @@ impl Admin {
             (&Method::POST, ["v1", "workspaces", ws, "tools", "approve"]) => {
                 let body: ApproveBody = read_json(req).await?;
                 let approved = store
-                    .pins_approve(ws, body.server.as_deref(), body.tool.as_deref())
+                    .pins_approve(
+                        ws,
+                        body.server.as_deref(),
+                        body.tool.as_deref(),
+                        body.fingerprint.as_deref(),
+                    )
                     .await?;
                 for p in &approved {
                     self.audit.event(

@@ -398,7 +398,7 @@ async fn a_label_set_through_one_replica_holds_on_another_within_a_second() {
     assert!(call_server(&one.mcp_url, &alice, "ci", "deploy").await.1);
 }
 
-/// `mcpgw tools ...` on `database`: (exit success, stdout).
+/// `mcpgw tools ...` on `database`: (exit success, stdout then stderr).
 fn tools_cli(database: &str, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(mcpgw_tests::mcpgw_bin())
         .args(["tools"])
@@ -410,7 +410,11 @@ fn tools_cli(database: &str, args: &[&str]) -> (bool, String) {
         .expect("run mcpgw tools");
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -511,7 +515,28 @@ async fn a_rug_pull_hides_the_tool_until_an_admin_approves_it() {
                 .any(|l| l.starts_with('-') && l.contains("Deploy the service\"")),
         "{diff}"
     );
-    let (ok, out) = tools_cli(&db.url, &["approve", "acme", "ci:deploy"]);
+    // Approval names the definition reviewed: another one (changed again since) is not trusted.
+    let seen = diff
+        .lines()
+        .find_map(|l| l.strip_prefix("+++ ")?.split(" fingerprint ").nth(1))
+        .expect("the diff shows the seen fingerprint")
+        .to_owned();
+    assert_eq!(seen.len(), 64, "{diff}");
+    let (ok, out) = tools_cli(
+        &db.url,
+        &[
+            "approve",
+            "acme",
+            "ci:deploy",
+            "--fingerprint",
+            "0123456789abcdef",
+        ],
+    );
+    assert!(!ok && out.contains("changed again"), "{out}");
+    let (ok, out) = tools_cli(
+        &db.url,
+        &["approve", "acme", "ci:deploy", "--fingerprint", &seen[..12]],
+    );
     assert!(ok && out.contains("approved ci:deploy"), "{out}");
     let approved = Instant::now();
     while s.tools().await != ["ci_deploy", "ci_status"] {
@@ -750,4 +775,54 @@ async fn an_answer_under_the_clients_id_is_not_passed_unfiltered() {
     assert!(!text.contains("secret_tool"), "{text}");
     assert!(text.contains("\"error\""), "{text}");
     gw.stop().await;
+}
+
+/// `pins_approve` with the reviewed fingerprint, on SQLite and PostgreSQL: only the definition
+/// reviewed is approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_names_the_definition_reviewed_on_both_databases() {
+    let mut dbs = vec![TestDb::sqlite()];
+    dbs.extend(TestDb::postgres().await);
+    for db in dbs {
+        let store = mcpgw::store::Store::connect(&db.url).await.expect("store");
+        store.workspace_create("acme").await.expect("workspace");
+        let (first, second) = ("a".repeat(64), "b".repeat(64));
+        store
+            .pin_observe("acme", "ci", "deploy", &first, "{\"v\":1}")
+            .await
+            .expect("pin");
+        let seen = store
+            .pin_observe("acme", "ci", "deploy", &second, "{\"v\":2}")
+            .await
+            .expect("seen");
+        assert_eq!(
+            seen.seen_fingerprint.as_deref(),
+            Some(second.as_str()),
+            "{}",
+            db.url
+        );
+        for bad in ["abc", "ABCDEF01", "bbbbbbb%", "bbbbbbbb_"] {
+            assert!(
+                store
+                    .pins_approve("acme", Some("ci"), Some("deploy"), Some(bad))
+                    .await
+                    .is_err(),
+                "{bad} accepted on {}",
+                db.url
+            );
+        }
+        let none = store
+            .pins_approve("acme", Some("ci"), Some("deploy"), Some("cccccccc"))
+            .await
+            .expect("approve");
+        assert!(none.is_empty(), "{}", db.url);
+        let approved = store
+            .pins_approve("acme", Some("ci"), Some("deploy"), Some("bbbbbbbbbbbb"))
+            .await
+            .expect("approve");
+        assert_eq!(approved.len(), 1, "{}", db.url);
+        let pins = store.pins(Some("acme")).await.expect("pins");
+        assert_eq!(pins[0].fingerprint, second, "{}", db.url);
+        assert_eq!(pins[0].seen_fingerprint, None, "{}", db.url);
+    }
 }

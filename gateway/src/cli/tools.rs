@@ -27,6 +27,10 @@ pub enum ToolsCmd {
         workspace: String,
         /// `SERVER` or `SERVER:TOOL`; every changed tool of the workspace when left out.
         target: Option<String>,
+        /// The seen definition's fingerprint as `diff` showed it (8 or more of its hex
+        /// characters): a definition that changed again since is not approved.
+        #[arg(long)]
+        fingerprint: Option<String>,
     },
 }
 
@@ -92,10 +96,11 @@ pub async fn run(store: &Store, cmd: ToolsCmd, json: bool) -> Result<ExitCode> {
                     super::time(Some(p.pinned_ms))
                 );
                 println!(
-                    "+++ {}:{} seen {}",
+                    "+++ {}:{} seen {} fingerprint {}",
                     p.server,
                     p.tool,
-                    super::time(p.seen_ms)
+                    super::time(p.seen_ms),
+                    p.seen_fingerprint.as_deref().unwrap_or("-")
                 );
                 let old = pretty(&p.definition);
                 let new = pretty(p.seen_definition.as_deref().unwrap_or(""));
@@ -105,11 +110,23 @@ pub async fn run(store: &Store, cmd: ToolsCmd, json: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ToolsCmd::Approve { workspace, target } => {
+        ToolsCmd::Approve {
+            workspace,
+            target,
+            fingerprint,
+        } => {
             let (server, tool) = split(target.as_deref());
-            let approved = store.pins_approve(&workspace, server, tool).await?;
+            let approved = store
+                .pins_approve(&workspace, server, tool, fingerprint.as_deref())
+                .await?;
             if approved.is_empty() {
-                bail!("no changed tool of {workspace} matches; nothing to approve");
+                match fingerprint {
+                    Some(f) => bail!(
+                        "no changed tool of {workspace} matches with a seen definition {f}...; \
+                         it may have changed again since: run mcpgw tools diff"
+                    ),
+                    None => bail!("no changed tool of {workspace} matches; nothing to approve"),
+                }
             }
             let trail = Audit::start(store.clone(), &audit::AuditConfig::default());
             for p in &approved {

@@ -1,7 +1,7 @@
 //! Session-aware policy state shared by every replica: flow labels (`flow_labels`) and tool
 //! pins (`tool_pins`). The in-memory sides are `crate::flow` and `crate::catalog`.
 
-use super::{Db, Result, Store, now_ms, with_db};
+use super::{Db, Error, Result, Store, now_ms, with_db};
 use serde::Serialize;
 
 /// One flow label as stored.
@@ -196,13 +196,27 @@ impl Store {
     }
 
     /// Trusts the definitions last seen of `workspace`'s changed tools: every one of `server`
-    /// (every server when `None`), or only `tool`. Returns the pins approved.
+    /// (every server when `None`), or only `tool`; with `reviewed`, only those whose seen
+    /// definition's fingerprint starts with it (the one the admin diffed: a definition changed
+    /// again since is not approved). Returns the pins approved.
     pub async fn pins_approve(
         &self,
         workspace: &str,
         server: Option<&str>,
         tool: Option<&str>,
+        reviewed: Option<&str>,
     ) -> Result<Vec<Pin>> {
+        if let Some(f) = reviewed
+            && (f.len() < 8
+                || f.len() > 64
+                || !f
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        {
+            return Err(Error::Invalid(format!(
+                "fingerprint {f:?}: give at least 8 lowercase hex characters of it (mcpgw tools diff shows it)"
+            )));
+        }
         self.workspace_id(workspace).await?;
         let now = now_ms();
         with_db!(&self.db, p => {
@@ -210,24 +224,29 @@ impl Store {
             let q = format!(
                 "SELECT {PIN_COLUMNS} FROM tool_pins WHERE workspace = $1 \
                  AND ($2 IS NULL OR server = $2) AND ($3 IS NULL OR tool = $3) \
-                 AND seen_fingerprint IS NOT NULL ORDER BY server, tool"
+                 AND seen_fingerprint IS NOT NULL \
+                 AND (CAST($4 AS TEXT) IS NULL OR seen_fingerprint LIKE CAST($4 AS TEXT) || '%') \
+                 ORDER BY server, tool"
             );
             let pins: Vec<Pin> = sqlx::query_as(sqlx::AssertSqlSafe(q.clone()))
                 .bind(workspace)
                 .bind(server)
                 .bind(tool)
+                .bind(reviewed)
                 .fetch_all(&mut *tx)
                 .await?;
             sqlx::query(
                 "UPDATE tool_pins SET fingerprint = seen_fingerprint, definition = seen_definition, \
                  pinned_ms = $4, seen_fingerprint = NULL, seen_definition = NULL, seen_ms = NULL, updated_ms = $4 \
                  WHERE workspace = $1 AND ($2 IS NULL OR server = $2) AND ($3 IS NULL OR tool = $3) \
-                 AND seen_fingerprint IS NOT NULL",
+                 AND seen_fingerprint IS NOT NULL \
+                 AND (CAST($5 AS TEXT) IS NULL OR seen_fingerprint LIKE CAST($5 AS TEXT) || '%')",
             )
             .bind(workspace)
             .bind(server)
             .bind(tool)
             .bind(now)
+            .bind(reviewed)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
