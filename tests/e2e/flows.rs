@@ -429,7 +429,7 @@ async fn a_rug_pull_hides_the_tool_until_an_admin_approves_it() {
             workspace: "acme",
             enforce: true,
             servers: &[("ci", &ci_url)],
-            members: &[("alice", &["ci:*"])],
+            members: &[("alice", &["ci:*"]), ("bob", &["ci:status"])],
         })
         .await;
     let base = gw.mcp_url.clone();
@@ -491,6 +491,13 @@ async fn a_rug_pull_hides_the_tool_until_an_admin_approves_it() {
         ci.calls.load(std::sync::atomic::Ordering::SeqCst),
         calls,
         "refused before the upstream"
+    );
+
+    // Only callers who may see the tool learn that it changed: for bob it does not exist.
+    let (text, err) = call_server(&base, &tokens[1], "ci", "deploy").await;
+    assert!(
+        err && text.contains("-32602") && !text.contains("changed"),
+        "{text}"
     );
 
     // A tool the server does not list has nothing to check against: unknown.

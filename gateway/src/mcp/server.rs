@@ -308,6 +308,9 @@ impl Proxy {
         let mut known = self.catalog.known(ws, &server.name, tool);
         // With pinning off, facts come from the last listing, if any: nothing is listed for them.
         if known.is_none() && loaded && self.catalog.mode() != PinMode::Off {
+            // A tool the caller may not see is unknown before the server is listed for it: no
+            // upstream listing per call to a made-up or forbidden name.
+            refuse_hidden(ctx, tool, shown_as)?;
             let revision = self.aggregates.client.revision(server, revision).await;
             match self
                 .aggregates
@@ -365,6 +368,8 @@ impl Proxy {
         if self.catalog.usable(trust) {
             return Ok(());
         }
+        // Whether a tool changed is only told to callers who may see it.
+        refuse_hidden(ctx, tool, shown_as)?;
         let (code, reason) = match trust {
             Trust::Changed => (
                 "tool-changed",
@@ -395,6 +400,23 @@ impl Proxy {
         tracing::Span::current().record("decision", "deny");
         Err(Error::CallDenied(denial_text(&d)))
     }
+}
+
+/// An unknown-tool refusal when the caller may not see `tool` and the workspace enforces (the
+/// list question without facts; [`decide_call`] asks it again with them).
+fn refuse_hidden(ctx: &Context, tool: &str, shown_as: &str) -> Result<(), Error> {
+    if !ctx.enforced() {
+        return Ok(());
+    }
+    if let Verdict::Deny(d) = ctx.chain.decide(&ctx.question_about(tool, None, None)) {
+        log_denial(ctx, "list", &d);
+        if let Some(call) = &ctx.call {
+            call.denied(&d, true);
+        }
+        tracing::Span::current().record("decision", "deny");
+        return Err(Error::UnknownTool(shown_as.to_owned()));
+    }
+    Ok(())
 }
 
 /// Policy for a `tools/call`: visibility first (a hidden tool is an unknown tool, named as the
