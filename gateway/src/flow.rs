@@ -7,6 +7,9 @@
 //! - on `/mcp` without a session (2026-07-28, stateless), and on `/mcp/{server}` (where a client
 //!   holds one session per server, so only its token ties its calls together): the token.
 //!
+//! Labels applied in a session are applied to its token's flow too, so the same client cannot go
+//! around them through `/mcp/{server}`; the token's other sessions on `/mcp` start clean.
+//!
 //! Bounds: [`MAX_LABELS`] labels per flow (more are dropped and logged), [`MAX_FLOWS`] flows, and
 //! a TTL (default 1 h, `flow_ttl` in the config) counted from the flow's last new label. At the
 //! flow bound, lapsed flows go first, then flows without labels (a client's name only), an eighth
@@ -17,7 +20,8 @@
 //!
 //! Every label applied is also written to the store (`flow_labels`), and every replica reads the
 //! others' every [`POLL`]: on a shared PostgreSQL a label set through one replica holds on the
-//! others within a second. The write is queued (bounded); the label holds on this replica at once.
+//! others within a second. The write is queued (bounded); the label holds on this replica at once,
+//! and a write that failed is tried again at each poll until the store takes it (or it lapses).
 
 use crate::policy::ClientInfo;
 use crate::store::{Store, now_ms};
@@ -68,6 +72,11 @@ pub fn key(workspace: &str, session: Option<&str>, token_id: &str) -> String {
         Some(s) => format!("{workspace}\u{1f}s\u{1f}{s}"),
         None => format!("{workspace}\u{1f}t\u{1f}{token_id}"),
     }
+}
+
+/// Whether a flow key names a session (else a token).
+pub fn is_session(key: &str) -> bool {
+    key.split('\u{1f}').nth(1) == Some("s")
 }
 
 impl Flows {
@@ -268,6 +277,9 @@ async fn sync(
     // again from where the log stood a few polls ago; applying a label twice changes nothing.
     let mut marks: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
     let mut polls: u64 = 0;
+    // Labels whose write failed: written again at each poll until the store takes them (at
+    // most QUEUE kept; past that the oldest are only held here, and logged).
+    let mut unwritten: Vec<(String, String, i64)> = Vec::new();
     loop {
         tokio::select! {
             first = rx.recv() => {
@@ -277,11 +289,28 @@ async fn sync(
                     batch.push(row);
                 }
                 if let Err(e) = store.flow_labels_add(&batch, &origin).await {
-                    tracing::error!(error = %e, labels = batch.len(), "flow labels not shared with other replicas");
+                    tracing::warn!(error = %e, labels = batch.len(), "flow labels not written yet; retrying");
+                    unwritten.extend(batch);
+                    if unwritten.len() > QUEUE {
+                        let dropped = unwritten.len() - QUEUE;
+                        unwritten.drain(..dropped);
+                        tracing::error!(labels = dropped, "flow labels not shared with other replicas: the store keeps failing");
+                    }
                 }
             }
             _ = tick.tick() => {
                 let Some(flows) = flows.upgrade() else { return };
+                let now = now_ms();
+                unwritten.retain(|(_, _, expires)| *expires > now);
+                if !unwritten.is_empty() {
+                    match store.flow_labels_add(&unwritten, &origin).await {
+                        Ok(()) => {
+                            tracing::info!(labels = unwritten.len(), "flow labels written after a failure");
+                            unwritten.clear();
+                        }
+                        Err(e) => tracing::warn!(error = %e, labels = unwritten.len(), "flow labels still not written"),
+                    }
+                }
                 marks.push_back(seen);
                 let from = if marks.len() > 8 { marks.pop_front().unwrap_or(seen) } else { marks[0] };
                 match store.flow_labels_since(from, 10_000).await {
@@ -367,6 +396,43 @@ mod tests {
         f.apply("newcomer", &["y".into()]);
         assert_eq!(&*f.labels("newcomer"), &["y"]);
         assert_eq!(f.len(), 15);
+    }
+
+    #[tokio::test]
+    async fn a_label_whose_write_failed_is_written_once_the_store_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let flows = Flows::shared(store.clone(), Duration::from_secs(600))
+            .await
+            .unwrap();
+        // Another connection hides the table: the write fails.
+        let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("ALTER TABLE flow_labels RENAME TO flow_labels_away")
+            .execute(&raw)
+            .await
+            .unwrap();
+        flows.apply("k", &["untrusted-content".into()]);
+        tokio::time::sleep(POLL * 2).await;
+        sqlx::query("ALTER TABLE flow_labels_away RENAME TO flow_labels")
+            .execute(&raw)
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            let rows = store.flow_labels_since(0, 10).await.unwrap();
+            if rows
+                .iter()
+                .any(|r| r.flow_key == "k" && r.label == "untrusted-content")
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the label was never written"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[test]

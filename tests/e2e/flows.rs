@@ -258,6 +258,12 @@ async fn toxic_flow_on(db: &TestDb) {
         !text.contains("ignore all previous"),
         "no content in the audit trail"
     );
+    // The session's label holds for its token's flow too: the same client cannot go around it
+    // through /mcp/ci; another member's token can deploy there.
+    let (text, err) = call_in_server_session(&base, alice, "ci", "deploy").await;
+    assert!(err && text.contains("flow-denied"), "{text}");
+    let (text, err) = call_in_server_session(&base, bob, "ci", "deploy").await;
+    assert!(!err && text == "deployed", "{text}");
 
     // Enforcement off: the same flow goes through, recorded as a would-deny.
     let resp = gw
@@ -301,6 +307,45 @@ async fn the_toxic_flow_is_stopped_in_its_session_only_on_postgres() {
         return;
     };
     toxic_flow_on(&db).await;
+}
+
+/// A `tools/call` on `/mcp/{server}` in a new 2025-11-25 session of the upstream (the token is
+/// the flow there).
+async fn call_in_server_session(
+    base: &str,
+    token: &str,
+    server: &str,
+    tool: &str,
+) -> (String, bool) {
+    let url = format!("{base}/mcp/{server}");
+    let init = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "flow-test", "version": "1.0"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .expect("session")
+        .to_owned();
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"q": "x"}}}))
+        .send()
+        .await
+        .expect("tools/call");
+    outcome(&answer(resp).await)
 }
 
 /// A stateless `tools/call` on `/mcp/{server}` (the token is the flow there).

@@ -156,6 +156,14 @@ impl Context {
             return;
         }
         let added = self.flow.flows.apply(&self.flow.key, labels);
+        // A session's labels also hold for its token's flow: the token's calls on
+        // `/mcp/{server}` (and stateless ones on `/mcp`) are where the same client could go
+        // around the session. Other sessions of the token start clean.
+        if crate::flow::is_session(&self.flow.key) {
+            let p = &self.identity.principal;
+            let token_flow = crate::flow::key(&p.workspace, None, &self.identity.token_id);
+            self.flow.flows.apply(&token_flow, labels);
+        }
         if let Some(call) = &self.call {
             call.labelled(labels);
         }
