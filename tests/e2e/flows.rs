@@ -6,7 +6,7 @@
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Toolbox;
 use mcpgw_tests::{Seed, ServeProcess, TestGateway, guests, install};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -67,23 +67,7 @@ struct Session {
 
 impl Session {
     async fn open(base: &str, token: &str) -> Session {
-        let resp = reqwest::Client::new()
-            .post(format!("{base}/mcp"))
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "flow-test", "version": "1.0"}}}),
-            )
-            .send()
-            .await
-            .expect("initialize");
-        assert_eq!(resp.status(), StatusCode::OK);
-        let id = resp.headers()["mcp-session-id"]
-            .to_str()
-            .expect("session id")
-            .to_owned();
+        let id = mcpgw_tests::open_session(&format!("{base}/mcp"), token).await;
         Session {
             url: format!("{base}/mcp"),
             token: token.to_owned(),
@@ -318,22 +302,7 @@ async fn call_in_server_session(
     tool: &str,
 ) -> (String, bool) {
     let url = format!("{base}/mcp/{server}");
-    let init = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "flow-test", "version": "1.0"}}}),
-        )
-        .send()
-        .await
-        .expect("initialize");
-    let session = init.headers()["mcp-session-id"]
-        .to_str()
-        .expect("session")
-        .to_owned();
+    let session = mcpgw_tests::open_session(&url, token).await;
     let resp = reqwest::Client::new()
         .post(&url)
         .bearer_auth(token)
@@ -445,22 +414,9 @@ async fn a_label_set_through_one_replica_holds_on_another_within_a_second() {
 
 /// `mcpgw tools ...` on `database`: (exit success, stdout then stderr).
 fn tools_cli(database: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(mcpgw_tests::mcpgw_bin())
-        .args(["tools"])
-        .args(args)
-        .args(["--database", database])
-        .env("MCPGW_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run mcpgw tools");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut all = vec!["tools"];
+    all.extend_from_slice(args);
+    mcpgw_tests::mcpgw_cli(database, &all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,24 +59,11 @@ fn refused(v: &Value, names: &str) -> Duration {
     Duration::from_millis(e["data"]["retryAfterMs"].as_u64().expect("retryAfterMs"))
 }
 
-/// `mcpgw limit ...` on `database`: (exit success, stdout and stderr).
+/// `mcpgw limit ...` on `database`: (exit success, stdout then stderr).
 fn limit_cli(database: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(mcpgw_tests::mcpgw_bin())
-        .arg("limit")
-        .args(args)
-        .args(["--database", database])
-        .env("MCPGW_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run mcpgw limit");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut all = vec!["limit"];
+    all.extend_from_slice(args);
+    mcpgw_tests::mcpgw_cli(database, &all)
 }
 
 /// Audit records matching `query`, once there are at least `n`.
@@ -176,22 +163,7 @@ async fn a_member_over_a_limit_is_told_when_to_retry_and_nobody_else_is_counted(
         "a refused call reached the upstream"
     );
     // The same bucket on `/mcp` (a 2025-11-25 session; the tool is `ci_deploy` there).
-    let init = reqwest::Client::new()
-        .post(format!("{base}/mcp"))
-        .bearer_auth(alice)
-        .header("accept", "application/json, text/event-stream")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "limit-test", "version": "1.0"}}}),
-        )
-        .send()
-        .await
-        .expect("initialize");
-    let session = init.headers()["mcp-session-id"]
-        .to_str()
-        .expect("session")
-        .to_owned();
+    let session = mcpgw_tests::open_session(&format!("{base}/mcp"), alice).await;
     let aggregated = reqwest::Client::new()
         .post(format!("{base}/mcp"))
         .bearer_auth(alice)

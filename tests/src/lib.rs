@@ -463,6 +463,52 @@ pub async fn initialize_status(url: &str, token: &str) -> (reqwest::StatusCode, 
     (resp.status(), challenge)
 }
 
+/// A new 2025-11-25 session at `url` (`/mcp` or `/mcp/{server}`) for `token`: its
+/// `Mcp-Session-Id`.
+pub async fn open_session(url: &str, token: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "mcpgw-tests", "version": "1.0"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(
+        resp.status(),
+        reqwest::StatusCode::OK,
+        "initialize at {url}"
+    );
+    resp.headers()["mcp-session-id"]
+        .to_str()
+        .expect("session id")
+        .to_owned()
+}
+
+/// `mcpgw ARGS... --database DATABASE` run from the temp directory: (exit success, stdout then
+/// stderr).
+pub fn mcpgw_cli(database: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(mcpgw_bin())
+        .args(args)
+        .args(["--database", database])
+        .env("MCPGW_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run mcpgw");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// The tools `token` sees at `url` (through an rmcp client), sorted.
 pub async fn tool_names(url: &str, token: &str) -> Vec<String> {
     let client = mcp_client(url, token).await.expect("connect");
