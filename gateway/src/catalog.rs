@@ -103,6 +103,8 @@ pub enum Trust {
 struct Known {
     facts: Arc<ToolFacts>,
     at: Instant,
+    /// What it counts in [`Tools::bytes`].
+    size: usize,
 }
 
 #[derive(Default)]
@@ -288,13 +290,18 @@ impl Catalog {
                 tools.bytes = 0;
             }
             tools.bytes += size;
-            tools.known.insert(
+            let replaced = tools.known.insert(
                 k.clone(),
                 Known {
                     facts: facts.clone(),
                     at: Instant::now(),
+                    size,
                 },
             );
+            // A tool listed again replaces its entry: only the difference counts.
+            if let Some(old) = replaced {
+                tools.bytes -= old.size;
+            }
         }
         if self.mode == PinMode::Off {
             return (facts, Trust::Pinned);
@@ -482,6 +489,23 @@ mod tests {
         let mut e = a.clone();
         e["_meta"] = json!({"x": 1});
         assert_eq!(facts_of(&a).fingerprint, facts_of(&e).fingerprint);
+    }
+
+    #[tokio::test]
+    async fn listing_the_same_tools_again_does_not_fill_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let audit = Audit::start(store.clone(), &crate::audit::AuditConfig::default());
+        let catalog = Catalog::start(store, audit, PinMode::Off, Duration::from_secs(60));
+        let big = json!({"name": "t", "description": "x".repeat(64 * 1024)});
+        // 64 MiB of listings of one tool: the catalog holds one entry's bytes, never starts over.
+        for _ in 0..1100 {
+            catalog.observe("acme", "s", &big);
+        }
+        let tools = lock(&catalog.tools);
+        assert_eq!(tools.known.len(), 1);
+        assert!(tools.bytes < 3 * 64 * 1024, "{}", tools.bytes);
     }
 
     #[tokio::test]
