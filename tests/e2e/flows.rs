@@ -5,7 +5,7 @@
 
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Toolbox;
-use mcpgw_tests::{Seed, ServeProcess, TestGateway, guests, install};
+use mcpgw_tests::{Seed, ServeProcess, TestGateway, audit_records, guests, install, mcp_answer};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -89,7 +89,7 @@ impl Session {
             .send()
             .await
             .expect(method);
-        answer(resp).await
+        mcp_answer(resp).await
     }
 
     /// Calls a tool; the JSON-RPC answer.
@@ -114,23 +114,6 @@ impl Session {
     }
 }
 
-/// The JSON-RPC answer in a JSON or SSE response.
-async fn answer(resp: reqwest::Response) -> Value {
-    let sse = resp
-        .headers()
-        .get("content-type")
-        .is_some_and(|c| c.to_str().unwrap_or("").starts_with("text/event-stream"));
-    let text = resp.text().await.expect("body");
-    if !sse {
-        return serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    }
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .find(|v| v.get("result").is_some() || v.get("error").is_some())
-        .unwrap_or_else(|| panic!("no answer in {text}"))
-}
-
 /// The text of a tool result, and whether it is an error.
 fn outcome(v: &Value) -> (String, bool) {
     if let Some(e) = v.get("error") {
@@ -141,26 +124,6 @@ fn outcome(v: &Value) -> (String, bool) {
         .unwrap_or_default()
         .to_owned();
     (text, v["result"]["isError"].as_bool().unwrap_or(false))
-}
-
-/// Audit records of `ws` matching `query`, waiting for at least `n`.
-async fn records(gw: &TestGateway, query: &str, n: usize) -> Vec<Value> {
-    for _ in 0..500 {
-        let v: Value = gw
-            .admin(Method::GET, &format!("/v1/audit?{query}&limit=100"))
-            .send()
-            .await
-            .expect("audit")
-            .json()
-            .await
-            .expect("json");
-        let records = v["records"].as_array().cloned().unwrap_or_default();
-        if records.len() >= n {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("fewer than {n} records for {query}");
 }
 
 async fn toxic_flow_on(db: &TestDb) {
@@ -227,13 +190,13 @@ async fn toxic_flow_on(db: &TestDb) {
     assert_eq!(outcome(&other.call("ci_deploy").await).0, "deployed");
 
     // The audit trail: the search's record names the label, the deploy's the denial.
-    let labelled = records(&gw, "workspace=acme&tool=web", 1).await;
+    let labelled = audit_records(&gw, "workspace=acme&tool=web", 1).await;
     assert_eq!(
         labelled[0]["labels"], "untrusted-content",
         "{:?}",
         labelled[0]
     );
-    let denied = records(&gw, "workspace=acme&tool=deploy&decision=deny", 2).await;
+    let denied = audit_records(&gw, "workspace=acme&tool=deploy&decision=deny", 2).await;
     assert!(denied.iter().all(|r| r["module"] == "flow-guard"
         && r["error_code"] == "flow-denied"
         && r["session_id"] == toxic.id.as_str()));
@@ -270,7 +233,7 @@ async fn toxic_flow_on(db: &TestDb) {
         assert!(tries < 100, "enforcement never went off: {text}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let would = records(&gw, "workspace=acme&tool=deploy&decision=would-deny", 1).await;
+    let would = audit_records(&gw, "workspace=acme&tool=deploy&decision=would-deny", 1).await;
     assert!(
         would
             .iter()
@@ -314,7 +277,7 @@ async fn call_in_server_session(
         .send()
         .await
         .expect("tools/call");
-    outcome(&answer(resp).await)
+    outcome(&mcp_answer(resp).await)
 }
 
 /// A stateless `tools/call` on `/mcp/{server}` (the token is the flow there).
@@ -328,7 +291,7 @@ async fn call_server(base: &str, token: &str, server: &str, tool: &str) -> (Stri
         .send()
         .await
         .expect("tools/call");
-    outcome(&answer(resp).await)
+    outcome(&mcp_answer(resp).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +425,7 @@ async fn a_rug_pull_hides_the_tool_until_an_admin_approves_it() {
         .to_str()
         .expect("session")
         .to_owned();
-    let listed = answer(
+    let listed = mcp_answer(
         reqwest::Client::new()
             .post(format!("{base}/mcp/ci"))
             .bearer_auth(&tokens[0])
@@ -559,7 +522,7 @@ async fn a_rug_pull_hides_the_tool_until_an_admin_approves_it() {
     assert!(!ok, "nothing left to approve");
 
     // Audited: the change, the refused call, the approval.
-    let changed = records(&gw, "workspace=acme&tool=deploy", 4).await;
+    let changed = audit_records(&gw, "workspace=acme&tool=deploy", 4).await;
     let kinds: Vec<&str> = changed.iter().filter_map(|r| r["kind"].as_str()).collect();
     assert!(
         kinds.contains(&"tool-changed") && kinds.contains(&"tool-approved"),

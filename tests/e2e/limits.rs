@@ -6,7 +6,7 @@
 
 use mcpgw_tests::db::TestDb;
 use mcpgw_tests::upstream::Toolbox;
-use mcpgw_tests::{Seed, TestGateway};
+use mcpgw_tests::{Seed, TestGateway, audit_records, mcp_answer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
@@ -24,20 +24,7 @@ async fn call(base: &str, token: &str, server: &str, tool: &str) -> Value {
         .await
         .expect("tools/call");
     assert_eq!(resp.status(), StatusCode::OK);
-    answer(resp).await
-}
-
-/// The JSON-RPC answer of a JSON or SSE response.
-async fn answer(resp: reqwest::Response) -> Value {
-    let text = resp.text().await.expect("body");
-    if let Ok(v) = serde_json::from_str::<Value>(&text) {
-        return v;
-    }
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .find(|v| v.get("result").is_some() || v.get("error").is_some())
-        .unwrap_or_else(|| panic!("no answer in {text}"))
+    mcp_answer(resp).await
 }
 
 /// The tool result's text, or `None` for a JSON-RPC error.
@@ -64,30 +51,6 @@ fn limit_cli(database: &str, args: &[&str]) -> (bool, String) {
     let mut all = vec!["limit"];
     all.extend_from_slice(args);
     mcpgw_tests::mcpgw_cli(database, &all)
-}
-
-/// Audit records matching `query`, once there are at least `n`.
-async fn records(gw: &TestGateway, query: &str, n: usize) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let v: Value = gw
-            .admin(Method::GET, &format!("/v1/audit?{query}&limit=100"))
-            .send()
-            .await
-            .expect("audit")
-            .json()
-            .await
-            .expect("json");
-        let records = v["records"].as_array().cloned().unwrap_or_default();
-        if records.len() >= n {
-            return records;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "fewer than {n} records for {query}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The value of a metrics line.
@@ -175,7 +138,7 @@ async fn a_member_over_a_limit_is_told_when_to_retry_and_nobody_else_is_counted(
         .send()
         .await
         .expect("tools/call");
-    let v = answer(aggregated).await;
+    let v = mcp_answer(aggregated).await;
     assert_eq!(v["id"], "d", "{v}");
     refused(&v, "for member:alice");
     // Her other tools, and the other members, are not counted.
@@ -229,7 +192,7 @@ async fn a_member_over_a_limit_is_told_when_to_retry_and_nobody_else_is_counted(
     );
 
     // Each refusal is audited against its caller, without arguments, and counted.
-    let denied = records(&gw, "workspace=acme&decision=deny", 3).await;
+    let denied = audit_records(&gw, "workspace=acme&decision=deny", 3).await;
     let of = |member: &str| {
         denied
             .iter()
@@ -261,7 +224,7 @@ async fn a_member_over_a_limit_is_told_when_to_retry_and_nobody_else_is_counted(
         metric(&gw, "mcpgw_rate_limited_total{decision=\"would-deny\"}").await,
         1
     );
-    let would = records(&gw, "workspace=acme&decision=would-deny", 1).await;
+    let would = audit_records(&gw, "workspace=acme&decision=would-deny", 1).await;
     assert_eq!(would[0]["module"], "rate-limit", "{would:?}");
     assert_eq!(would[0]["status"], "success", "{would:?}");
 

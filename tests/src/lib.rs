@@ -489,6 +489,51 @@ pub async fn open_session(url: &str, token: &str) -> String {
         .to_owned()
 }
 
+/// The JSON-RPC answer in a JSON or SSE response (an SSE stream's first result or error).
+pub async fn mcp_answer(resp: reqwest::Response) -> serde_json::Value {
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|c| c.to_str().unwrap_or("").starts_with("text/event-stream"));
+    let text = resp.text().await.expect("body");
+    if !sse {
+        return serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+        .find(|v| v.get("result").is_some() || v.get("error").is_some())
+        .unwrap_or_else(|| panic!("no answer in {text}"))
+}
+
+/// Audit records matching `query` (the admin API's filters), once there are at least `n`
+/// (polled for up to 5 s: records are written off the request path).
+pub async fn audit_records(gw: &TestGateway, query: &str, n: usize) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let v: serde_json::Value = gw
+            .admin(
+                reqwest::Method::GET,
+                &format!("/v1/audit?{query}&limit=100"),
+            )
+            .send()
+            .await
+            .expect("audit")
+            .json()
+            .await
+            .expect("json");
+        let records = v["records"].as_array().cloned().unwrap_or_default();
+        if records.len() >= n {
+            return records;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "fewer than {n} records for {query}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `mcpgw ARGS... --database DATABASE` run from the temp directory: (exit success, stdout then
 /// stderr).
 pub fn mcpgw_cli(database: &str, args: &[&str]) -> (bool, String) {
