@@ -211,6 +211,18 @@ fn benches(c: &mut Criterion) {
     g.bench_function("wasm prompt-guard, 64 KiB poisoned result", |b| {
         b.iter(|| prompt.modules()[0].inspect_result(black_box(&q3), black_box(&poisoned)))
     });
+    // An A/B of a change to prompt-guard: `PROMPT_GUARD_BASELINE=path/to/prompt_guard.wasm` (the
+    // module built before it) measures that build beside this one, in the same run.
+    if let Some(baseline) = std::env::var_os("PROMPT_GUARD_BASELINE") {
+        let bytes = std::fs::read(&baseline).expect("PROMPT_GUARD_BASELINE");
+        let before = chain(InstanceStrategy::Warm, &[(&bytes, "{}")]);
+        g.bench_function("baseline prompt-guard, 64 KiB clean result", |b| {
+            b.iter(|| before.modules()[0].inspect_result(black_box(&q3), black_box(&clean)))
+        });
+        g.bench_function("baseline prompt-guard, 64 KiB poisoned result", |b| {
+            b.iter(|| before.modules()[0].inspect_result(black_box(&q3), black_box(&poisoned)))
+        });
+    }
     let fresh = chain(InstanceStrategy::Fresh, &[(BUILTIN_ALLOWLIST, "{}")]);
     g.bench_function("wasm allowlist (fresh instance)", |b| {
         b.iter(|| fresh.modules()[0].decide(black_box(&listing)))
@@ -262,6 +274,14 @@ fn print_ratios() {
         (
             "wasm prompt-guard, 64 KiB poisoned result",
             "row-limit, a 0.2-sized question",
+        ),
+        (
+            "wasm prompt-guard, 64 KiB clean result",
+            "baseline prompt-guard, 64 KiB clean result",
+        ),
+        (
+            "wasm prompt-guard, 64 KiB poisoned result",
+            "baseline prompt-guard, 64 KiB poisoned result",
         ),
     ];
     println!(

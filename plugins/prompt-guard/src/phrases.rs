@@ -386,45 +386,62 @@ pub(crate) const STEMS: &[&[u8; 4]] = &[
     b"mess", b"json",
 ];
 
+/// Every anchor word and what it anchors. Each starts with one of [`STEMS`] (checked at compile
+/// time, where the scanner's tables are built from this list).
+pub(crate) const ANCHOR_WORDS: &[(&str, Anchor)] = &[
+    ("ignore", Anchor::Override),
+    ("disregard", Anchor::Override),
+    ("forget", Anchor::Override),
+    ("override", Anchor::Override),
+    ("you", Anchor::You),
+    ("instruction", Anchor::Instructions),
+    ("instructions", Anchor::Instructions),
+    ("directive", Anchor::Instructions),
+    ("directives", Anchor::Instructions),
+    ("system", Anchor::System),
+    ("tell", Anchor::Tell { ing: false }),
+    ("inform", Anchor::Tell { ing: false }),
+    ("mention", Anchor::Tell { ing: false }),
+    ("notify", Anchor::Tell { ing: false }),
+    ("alert", Anchor::Tell { ing: false }),
+    ("disclose", Anchor::Tell { ing: false }),
+    ("reveal", Anchor::Tell { ing: false }),
+    ("telling", Anchor::Tell { ing: true }),
+    ("informing", Anchor::Tell { ing: true }),
+    ("mentioning", Anchor::Tell { ing: true }),
+    ("notifying", Anchor::Tell { ing: true }),
+    ("alerting", Anchor::Tell { ing: true }),
+    ("disclosing", Anchor::Tell { ing: true }),
+    ("revealing", Anchor::Tell { ing: true }),
+    ("hide", Anchor::Hide),
+    ("conceal", Anchor::Hide),
+    ("dear", Anchor::Address),
+    ("note", Anchor::Address),
+    ("attention", Anchor::Address),
+    ("message", Anchor::Address),
+    ("jsonrpc", Anchor::JsonRpc),
+];
+
+/// [`ANCHOR_WORDS`] packed, a category of [`VOCABULARY`]: a word that is no anchor (most words
+/// a stem starts: "notes", "information") is dismissed by one hash lookup.
+const ANCHORS: &[u128] = &{
+    let mut t = [0u128; ANCHOR_WORDS.len()];
+    let mut k = 0;
+    while k < t.len() {
+        t[k] = pack(ANCHOR_WORDS[k].0);
+        k += 1;
+    }
+    t
+};
+
 fn anchor(t: &Tok) -> Option<Anchor> {
-    Some(
-        if t.any(words!["ignore", "disregard", "forget", "override"]) {
-            Anchor::Override
-        } else if t.is(w!("you")) {
-            Anchor::You
-        } else if t.any(words![
-            "instruction",
-            "instructions",
-            "directive",
-            "directives"
-        ]) {
-            Anchor::Instructions
-        } else if t.is(w!("system")) {
-            Anchor::System
-        } else if t.any(words![
-            "tell", "inform", "mention", "notify", "alert", "disclose", "reveal"
-        ]) {
-            Anchor::Tell { ing: false }
-        } else if t.any(words![
-            "telling",
-            "informing",
-            "mentioning",
-            "notifying",
-            "alerting",
-            "disclosing",
-            "revealing"
-        ]) {
-            Anchor::Tell { ing: true }
-        } else if t.any(words!["hide", "conceal"]) {
-            Anchor::Hide
-        } else if t.any(words!["dear", "note", "attention", "message"]) {
-            Anchor::Address
-        } else if t.is(w!("jsonrpc")) {
-            Anchor::JsonRpc
-        } else {
-            return None;
-        },
-    )
+    if !t.has(IN_ANCHORS) {
+        return None;
+    }
+    ANCHORS
+        .iter()
+        .position(|&w| t.is(w))
+        .map(|k| ANCHOR_WORDS[k].1)
 }
 
 /// Words between the verb and what it overrides: "ignore *all of the* previous instructions".
@@ -561,7 +578,7 @@ const AFTER_AI: &[u128] = words![
 ];
 
 /// The named vocabulary lists, each a category bit of [`VOCABULARY`].
-const CATEGORIES: [&[u128]; 13] = [
+const CATEGORIES: [&[u128]; 14] = [
     FILLERS,
     EARLIER,
     RULES,
@@ -575,6 +592,7 @@ const CATEGORIES: [&[u128]; 13] = [
     LEAK_QUALIFIERS,
     HEADER_QUALIFIERS,
     AFTER_AI,
+    ANCHORS,
 ];
 
 /// The category bits, in the order of [`CATEGORIES`].
@@ -591,6 +609,7 @@ const IN_LEAK_VERBS: u16 = 1 << 9;
 const IN_LEAK_QUALIFIERS: u16 = 1 << 10;
 const IN_HEADER_QUALIFIERS: u16 = 1 << 11;
 const IN_AFTER_AI: u16 = 1 << 12;
+const IN_ANCHORS: u16 = 1 << 13;
 
 const fn vocab_hash(w: u128) -> usize {
     let x = (w as u64) ^ ((w >> 64) as u64).rotate_left(29);
@@ -1105,6 +1124,7 @@ mod tests {
             IN_LEAK_QUALIFIERS,
             IN_HEADER_QUALIFIERS,
             IN_AFTER_AI,
+            IN_ANCHORS,
         ];
         for (c, list) in CATEGORIES.iter().enumerate() {
             assert_eq!(bits[c], 1 << c);

@@ -149,6 +149,149 @@ static STEM_TABLE: [u32; 4096] = {
     t
 };
 
+/// In [`STEM_NEXT`]: the bit for a word that ends after its four letters (the next byte is an
+/// ASCII byte that is no letter, [`crate::text::ASCII_FOLD`] 0); bits 0-25 stand for the folded
+/// letters `a`-`z`.
+const NEXT_END: u32 = 1 << 26;
+
+/// Per stem of [`phrases::STEMS`]: what the fifth byte of an anchor word starting with it may
+/// fold to, from [`phrases::ANCHOR_WORDS`] ("note" ends there; "noti" goes on with `f`; after
+/// "you " anything). A word whose fifth byte is another plain ASCII byte is no anchor ("notes",
+/// "information" is kept: `r`), and the phrase matcher is not entered for it.
+const STEM_NEXT_BY_STEM: [u32; phrases::STEMS.len()] = {
+    let mut t = [0u32; phrases::STEMS.len()];
+    let mut k = 0;
+    while k < phrases::ANCHOR_WORDS.len() {
+        let w = phrases::ANCHOR_WORDS[k].0.as_bytes();
+        let stem = [w[0], w[1], w[2], if w.len() > 3 { w[3] } else { b' ' }];
+        let mut s = 0;
+        while s < phrases::STEMS.len()
+            && !(phrases::STEMS[s][0] == stem[0]
+                && phrases::STEMS[s][1] == stem[1]
+                && phrases::STEMS[s][2] == stem[2]
+                && phrases::STEMS[s][3] == stem[3])
+        {
+            s += 1;
+        }
+        assert!(
+            s < phrases::STEMS.len(),
+            "an anchor word without its stem in STEMS"
+        );
+        t[s] |= if w.len() < 4 {
+            u32::MAX
+        } else if w.len() == 4 {
+            NEXT_END
+        } else {
+            1 << (w[4] - b'a')
+        };
+        k += 1;
+    }
+    t
+};
+
+/// [`STEM_NEXT_BY_STEM`] by [`STEM_TABLE`] slot.
+static STEM_NEXT: [u32; 4096] = {
+    let mut t = [0u32; 4096];
+    let mut k = 0;
+    while k < phrases::STEMS.len() {
+        let stem = phrases::STEMS[k];
+        let (a, b, c, d) = (
+            spellings(stem[0]),
+            spellings(stem[1]),
+            spellings(stem[2]),
+            spellings(stem[3]),
+        );
+        let mut ia = 0;
+        while ia < a.len() {
+            let mut ib = 0;
+            while ib < b.len() {
+                let mut ic = 0;
+                while ic < c.len() {
+                    let mut id = 0;
+                    while id < d.len() {
+                        let w = u32::from_le_bytes([a[ia], b[ib], c[ic], d[id]]);
+                        t[stem_hash(w)] = STEM_NEXT_BY_STEM[k];
+                        id += 1;
+                    }
+                    ic += 1;
+                }
+                ib += 1;
+            }
+            ia += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// Whether the word of the stem gram in `slot`, its fifth byte `b`, may be an anchor word: `b`
+/// continues or ends one (see [`STEM_NEXT`]), or it needs decoding to tell (an escape, non-ASCII).
+#[inline(always)]
+fn next_may_continue(slot: usize, b: u8) -> bool {
+    if b >= 0x80 || b == b'\\' {
+        return true;
+    }
+    let f = crate::text::ASCII_FOLD[b as usize];
+    let bit = if f == 0 { NEXT_END } else { 1 << (f - b'a') };
+    STEM_NEXT[slot] & bit != 0
+}
+
+/// The bit of a stem's pair filter group (see [`PAIRS`]), by the stem's second character: the
+/// anchors' first two characters fall in eight groups.
+const fn pair_group(second: u8) -> usize {
+    match second {
+        b'g' | b'n' => 0,
+        b'i' => 1,
+        b'o' => 2,
+        b'v' => 3,
+        b'y' => 4,
+        b'e' => 5,
+        b'l' | b't' => 6,
+        b's' => 7,
+        _ => panic!("a stem's second character without a pair group: add it to one"),
+    }
+}
+
+/// A filter on the first two bytes of a word, before its gram is looked up in [`STEM_TABLE`]:
+/// nibble tables (`first_lo`, `first_hi`, `second_lo`, `second_hi`), each entry a bit per
+/// [`pair_group`], such that for every spelling of every stem, `a` and `b` its first two bytes
+/// (after `| 0x20`), `first_lo[a & 15] & first_hi[a >> 4] & second_lo[b & 15] & second_hi[b >> 4]`
+/// is not 0. The converse does not hold (a nibble table is a superset of its group's bytes), but
+/// most English words fail it ("the", "to", "and", "see"), where every word start used to cost a
+/// lookup. Sixteen positions at a time with a table lookup instruction in the module.
+static PAIRS: [[u8; 16]; 4] = {
+    let mut t = [[0u8; 16]; 4];
+    let mut k = 0;
+    while k < phrases::STEMS.len() {
+        let stem = phrases::STEMS[k];
+        let bit = 1u8 << pair_group(stem[1]);
+        let (a, b) = (spellings(stem[0]), spellings(stem[1]));
+        let mut i = 0;
+        while i < a.len() {
+            t[0][(a[i] & 15) as usize] |= bit;
+            t[1][(a[i] >> 4) as usize] |= bit;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < b.len() {
+            t[2][(b[i] & 15) as usize] |= bit;
+            t[3][(b[i] >> 4) as usize] |= bit;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// Whether a word starting with bytes `a`, `b` may be an anchor (see [`PAIRS`]); what the
+/// module computes sixteen positions at a time.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+#[inline(always)]
+fn pair_may_start_stem(a: u8, b: u8) -> bool {
+    let (a, b) = ((a | 0x20) as usize, (b | 0x20) as usize);
+    PAIRS[0][a & 15] & PAIRS[1][a >> 4] & PAIRS[2][b & 15] & PAIRS[3][b >> 4] != 0
+}
+
 /// The stem gram starting at byte `s` (`s + 4 <= len`).
 #[inline(always)]
 fn gram(buf: &[u8], s: usize) -> u32 {
@@ -196,15 +339,26 @@ fn compact(m: u64) -> u32 {
 
 /// For the 16 bytes after `window[0]` (bit `k` for `window[k + 1]`): the special ones (see
 /// [`special_bytes`]; here the lowest set bit is always a special byte), and the positions where
-/// a word may start (the byte before is not an ASCII letter). Bit tricks on two 64-bit halves.
+/// an anchor word may start (the byte before is not an ASCII letter, and the two bytes there pass
+/// the pair filter, [`PAIRS`]). Bit tricks on two 64-bit halves.
 #[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
-fn block_masks(window: &[u8; 17]) -> (u32, u32) {
+fn block_masks(window: &[u8; 18]) -> (u32, u32) {
     let word = |at: usize| u64::from_le_bytes(window[at..at + 8].try_into().unwrap());
     let (lo, hi) = (word(1), word(9));
     let (before_lo, before_hi) = (word(0), word(8));
     let special = compact(special_bytes(lo)) | compact(special_bytes(hi)) << 8;
-    let starts = compact(!letters(before_lo) & HIGH) | compact(!letters(before_hi) & HIGH) << 8;
+    let mut words = compact(!letters(before_lo) & HIGH) | compact(!letters(before_hi) & HIGH) << 8;
+    // The pair filter one start at a time (the module takes all sixteen at once): the same
+    // starts survive here as there, so the tests see what the module does.
+    let mut starts = 0;
+    while words != 0 {
+        let k = words.trailing_zeros() as usize;
+        words &= words - 1;
+        if pair_may_start_stem(window[k + 1], window[k + 2]) {
+            starts |= 1 << k;
+        }
+    }
     // A borrow may flag an ordinary byte above a special one: keep the lowest flag exact.
     (special, starts)
 }
@@ -213,11 +367,12 @@ fn block_masks(window: &[u8; 17]) -> (u32, u32) {
 #[cfg(target_arch = "wasm32")]
 #[target_feature(enable = "simd128")]
 #[inline]
-fn block_masks(window: &[u8; 17]) -> (u32, u32) {
+fn block_masks(window: &[u8; 18]) -> (u32, u32) {
     use core::arch::wasm32::*;
     let word = |at: usize| u64::from_le_bytes(window[at..at + 8].try_into().unwrap());
     let bytes = u64x2(word(1), word(9));
     let before = u64x2(word(0), word(8));
+    let after = u64x2(word(2), word(10));
     let eq = |b: u8| u8x16_eq(bytes, u8x16_splat(b));
     let special = v128_or(
         v128_or(i8x16_lt(bytes, i8x16_splat(0)), eq(b'\\')),
@@ -226,9 +381,32 @@ fn block_masks(window: &[u8; 17]) -> (u32, u32) {
     // (b | 0x20) - 'a' < 26 exactly for ASCII letters (bytes from 0x80 land at 0x80 or more).
     let folded = u8x16_sub(v128_or(before, u8x16_splat(0x20)), u8x16_splat(b'a'));
     let letter = u8x16_lt(folded, u8x16_splat(26));
+    // The pair filter: four table lookups on the nibbles of each byte and of the next.
+    let table = |t: &[u8; 16]| {
+        u64x2(
+            u64::from_le_bytes(t[..8].try_into().unwrap()),
+            u64::from_le_bytes(t[8..].try_into().unwrap()),
+        )
+    };
+    let nibbles = |v: v128| {
+        let v = v128_or(v, u8x16_splat(0x20));
+        (v128_and(v, u8x16_splat(15)), u8x16_shr(v, 4))
+    };
+    let ((a_lo, a_hi), (b_lo, b_hi)) = (nibbles(bytes), nibbles(after));
+    let pair = v128_and(
+        v128_and(
+            i8x16_swizzle(table(&PAIRS[0]), a_lo),
+            i8x16_swizzle(table(&PAIRS[1]), a_hi),
+        ),
+        v128_and(
+            i8x16_swizzle(table(&PAIRS[2]), b_lo),
+            i8x16_swizzle(table(&PAIRS[3]), b_hi),
+        ),
+    );
+    let candidate = i8x16_bitmask(u8x16_ne(pair, u8x16_splat(0))) as u32;
     (
         i8x16_bitmask(special) as u32,
-        !(i8x16_bitmask(letter) as u32) & 0xFFFF,
+        !(i8x16_bitmask(letter) as u32) & candidate,
     )
 }
 
@@ -376,7 +554,7 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
             if p >= 1
                 && let Some(window) = buf.get(p - 1..p + 20)
             {
-                let (special, mut starts) = block_masks(window[..17].try_into().unwrap());
+                let (special, mut starts) = block_masks(window[..18].try_into().unwrap());
                 // The ordinary bytes before the first special one.
                 let ordinary = if special == 0 {
                     16
@@ -390,7 +568,9 @@ impl<'a, const JSON: bool> Scanner<'a, JSON> {
                         starts &= starts - 1;
                         let g = u32::from_le_bytes(window[k + 1..k + 5].try_into().unwrap())
                             | 0x2020_2020;
-                        if STEM_TABLE[stem_hash(g)] == g
+                        let slot = stem_hash(g);
+                        if STEM_TABLE[slot] == g
+                            && next_may_continue(slot, window[k + 5])
                             && let Some(kind) = self.stem(p + k)
                         {
                             return Some(Finding { kind, at: p + k });
@@ -1050,23 +1230,24 @@ mod tests {
         assert_eq!(compact(0x8000_0000_0000_0080), 0b1000_0001);
         // The block test against a byte-by-byte one, on text and on every byte value at every
         // position.
-        let reference = |w: &[u8; 17]| {
-            let first = w[1..]
+        let reference = |w: &[u8; 18]| {
+            let first = w[1..17]
                 .iter()
                 .position(|&b| b >= 0x80 || matches!(b, b'\\' | b'<' | b'[' | b']'));
             let starts = (0..16)
-                .filter(|&k| !w[k].is_ascii_alphabetic())
+                .filter(|&k| !w[k].is_ascii_alphabetic() && pair_may_start_stem(w[k + 1], w[k + 2]))
                 .fold(0u32, |m, k| m | 1 << k);
             (first, starts)
         };
-        let mut windows: Vec<[u8; 17]> = vec![
-            *b" a\\c<d ]e\xC3\xA9f[g hi",
-            *b"xThe quick brown ",
-            *b"\"ignore previous ",
+        let mut windows: Vec<[u8; 18]> = vec![
+            *b" a\\c<d ]e\xC3\xA9f[g hij",
+            *b"xThe quick brown f",
+            *b"\"ignore previous i",
+            *b" you sy dear t3ll ",
         ];
         for b in 0..=255u8 {
-            for at in 0..17 {
-                let mut w = *b"abcdefghijklmnopq";
+            for at in 0..18 {
+                let mut w = *b"abcdefghijklmnopqr";
                 w[at] = b;
                 windows.push(w);
             }
@@ -1083,6 +1264,63 @@ mod tests {
             );
             assert_eq!(starts, want_starts, "{w:?}");
         }
+    }
+
+    #[test]
+    fn the_pair_filter_passes_every_spelling_of_every_stem_and_few_words() {
+        // Every gram of the stem table: its first two bytes, in either case, pass.
+        for &g in STEM_TABLE.iter().filter(|&&g| g != 0) {
+            let [a, b, ..] = g.to_le_bytes();
+            for (a, b) in [
+                (a, b),
+                (a & !0x20, b),
+                (a, b & !0x20),
+                (a & !0x20, b & !0x20),
+            ] {
+                assert!(pair_may_start_stem(a, b), "{:?}", [a, b]);
+            }
+        }
+        // And it is a filter: the commonest English words fail it.
+        for w in [
+            "the", "to", "of", "a", "is", "it", "on", "that", "was", "with", "see",
+        ] {
+            let b = w.as_bytes();
+            assert!(
+                !pair_may_start_stem(b[0], *b.get(1).unwrap_or(&b' ')),
+                "{w}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fifth_byte_lets_every_anchor_word_through_and_few_others() {
+        let slot = |w: &[u8]| {
+            let g =
+                u32::from_le_bytes([w[0], w[1], w[2], *w.get(3).unwrap_or(&b' ')]) | 0x2020_2020;
+            let slot = stem_hash(g);
+            assert_eq!(STEM_TABLE[slot], g, "{w:?}");
+            slot
+        };
+        for (word, _) in phrases::ANCHOR_WORDS {
+            let w = word.as_bytes();
+            let next = *w.get(4).unwrap_or(&b' ');
+            for b in [next, next.to_ascii_uppercase(), b'\\', 0xE2] {
+                assert!(next_may_continue(slot(w), b), "{word} then {b}");
+            }
+            // Ended by punctuation where an anchor word is the stem itself ("tell", not "info").
+            let short = phrases::ANCHOR_WORDS
+                .iter()
+                .any(|(o, _)| o.len() <= 4 && slot(o.as_bytes()) == slot(w));
+            assert_eq!(next_may_continue(slot(w), b','), short, "{word}");
+        }
+        for word in [
+            "notes", "noted", "hides", "dearly", "tells", "systolic", "messy",
+        ] {
+            let w = word.as_bytes();
+            assert!(!next_may_continue(slot(w), w[4]), "{word}");
+        }
+        // Leetspeak folds: "t3ll1ng" goes on with `1`, read as `i`.
+        assert!(next_may_continue(slot(b"tell"), b'1'));
     }
 
     #[test]
