@@ -3,10 +3,13 @@
 //!
 //! The bytes are taken sixteen at a time ([`block_masks`]: WebAssembly SIMD in the module, bit
 //! tricks elsewhere), giving two bit masks: the "special" bytes, which need a closer look (`\`,
-//! `<`, `[`, `]`, non-ASCII), and the positions where a word may start. At each word start the
-//! four bytes there, case-folded, are looked up in [`STEM_TABLE`] (one multiply, one load, one
-//! compare): the first letters of the ~20 anchor words the phrase grammars start from, leetspeak
-//! spellings included. Only a hit runs the phrase matcher (`phrases`). Special bytes are handled
+//! `<`, `[`, `]`, non-ASCII), and the positions where an anchor word may start: the byte before
+//! is no letter and the first two bytes pass the pair filter ([`PAIRS`], which "the", "to", "of"
+//! fail). At each such start the four bytes there, case-folded, are looked up in [`STEM_TABLE`]
+//! (one multiply, one load, one compare): the first letters of the ~20 anchor words the phrase
+//! grammars start from, leetspeak spellings included. Only a hit whose fifth byte may continue an
+//! anchor word ([`STEM_NEXT`]: "note" ends there, "notes" is no anchor) runs the phrase matcher
+//! (`phrases`). Special bytes are handled
 //! one by one: JSON escapes (`\u` ones may spell invisible characters, `<` or letters), markup
 //! after `<`, markdown links at `](`, `[INST]`, and the non-ASCII characters that matter
 //! (invisible ones, look-alike letters); common ones (`\n`, typographic quotes, a soft hyphen late
