@@ -113,8 +113,13 @@ const fn spellings(c: u8) -> &'static [u8] {
 /// Every spelling of every anchor's stem (see [`phrases::STEMS`]), as the four bytes ending at a
 /// position read little-endian and `| 0x2020_2020`, by [`stem_hash`]; 0 marks an empty slot (no
 /// gram is 0). Built at compile time, which fails if two spellings share a slot.
-static STEM_TABLE: [u32; 4096] = {
+static STEM_TABLE: [u32; 4096] = STEM_SLOTS.0;
+
+/// The grams of [`STEM_TABLE`], and by slot the index in [`phrases::STEMS`] of the stem each
+/// spells, plus one (0 for an empty slot).
+const STEM_SLOTS: ([u32; 4096], [u8; 4096]) = {
     let mut t = [0u32; 4096];
+    let mut of = [0u8; 4096];
     let mut k = 0;
     while k < phrases::STEMS.len() {
         let stem = phrases::STEMS[k];
@@ -138,7 +143,12 @@ static STEM_TABLE: [u32; 4096] = {
                             t[h] == 0 || t[h] == w,
                             "two stems share a slot: change the multiplier"
                         );
+                        assert!(
+                            of[h] == 0 || of[h] as usize == k + 1,
+                            "two stems spelled alike: their fifth bytes would mix"
+                        );
                         t[h] = w;
+                        of[h] = k as u8 + 1;
                         id += 1;
                     }
                     ic += 1;
@@ -149,7 +159,7 @@ static STEM_TABLE: [u32; 4096] = {
         }
         k += 1;
     }
-    t
+    (t, of)
 };
 
 /// In [`STEM_NEXT`]: the bit for a word that ends after its four letters (the next byte is an
@@ -195,34 +205,12 @@ const STEM_NEXT_BY_STEM: [u32; phrases::STEMS.len()] = {
 /// [`STEM_NEXT_BY_STEM`] by [`STEM_TABLE`] slot.
 static STEM_NEXT: [u32; 4096] = {
     let mut t = [0u32; 4096];
-    let mut k = 0;
-    while k < phrases::STEMS.len() {
-        let stem = phrases::STEMS[k];
-        let (a, b, c, d) = (
-            spellings(stem[0]),
-            spellings(stem[1]),
-            spellings(stem[2]),
-            spellings(stem[3]),
-        );
-        let mut ia = 0;
-        while ia < a.len() {
-            let mut ib = 0;
-            while ib < b.len() {
-                let mut ic = 0;
-                while ic < c.len() {
-                    let mut id = 0;
-                    while id < d.len() {
-                        let w = u32::from_le_bytes([a[ia], b[ib], c[ic], d[id]]);
-                        t[stem_hash(w)] = STEM_NEXT_BY_STEM[k];
-                        id += 1;
-                    }
-                    ic += 1;
-                }
-                ib += 1;
-            }
-            ia += 1;
+    let mut h = 0;
+    while h < 4096 {
+        if STEM_SLOTS.1[h] != 0 {
+            t[h] = STEM_NEXT_BY_STEM[STEM_SLOTS.1[h] as usize - 1];
         }
-        k += 1;
+        h += 1;
     }
     t
 };
