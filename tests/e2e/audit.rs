@@ -888,9 +888,11 @@ async fn metrics_count_requests_calls_decisions_reloads_and_the_audit_trail() {
         "mcpgw_policy_modules_live 2",
         "mcpgw_policy_decisions_total{module=\"secrets-guard\",outcome=\"pass\"} 1",
         "mcpgw_policy_calls_skipped_total{module=\"secrets-guard\"} 1",
-        // The second call of echo was listed from the chain's memory, not by the allowlist.
+        // echo's listing question went to the allowlist once (the first call, before the
+        // server was first listed: a tool the caller may not see is refused before that) and was
+        // answered from the chain's memory twice (that call's decision, then the second call).
         "mcpgw_policy_decisions_total{module=\"allowlist\",outcome=\"pass\"} 1",
-        "mcpgw_policy_listing_cache_hits_total 1",
+        "mcpgw_policy_listing_cache_hits_total 2",
         "mcpgw_policy_reloads_total ",
         "mcpgw_policy_reload_failures_total 0",
         // Two calls forwarded, and the gateway's own session listing the tools first to check
